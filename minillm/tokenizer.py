@@ -1,0 +1,380 @@
+"""Byte-level byte-pair encoding (BPE), trained from scratch.
+
+BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with Subword Units") starts from a base
+alphabet and repeatedly merges the most frequent adjacent pair of symbols into a new symbol. Byte-level BPE
+(Radford et al. 2019, GPT-2) uses the 256 byte values as the base alphabet, so every string can be encoded and
+nothing is ever "unknown" -- which matters for Turkish, where a tokenizer built for English (the seed used
+t5-small's) silently drops or mangles "ı", "ğ" and "ş".
+
+Vocabulary layout (ids):
+    0, 1, 2          special tokens <pad>, <bos>, <eos>  (pad is 0 so that zero-filled tensors are padding)
+    3 .. 258         the 256 byte values (token id = byte + 3)
+    259 ..           one id per learned merge, in the order the merges were learned
+
+Three things make this tokenizer correct and fast enough in pure Python:
+
+1. Pre-tokenisation. Text is first split into chunks (words with their leading space, numbers of at most three
+   digits, punctuation runs, whitespace) by one regular expression, ``PATTERN``. Merges never cross a chunk
+   boundary, and *the same pattern* is used for training and for encoding.
+2. Incremental training. Instead of recounting every pair after every merge (the textbook loop, quadratic in
+   practice; it is kept in tests/test_tokenizer.py as the reference), we count each distinct chunk once with
+   its frequency, keep an index from each pair to the chunks that contain it, update only the counts a merge
+   touches, and pick the next merge from a max-heap with lazy deletion.
+3. Encoding caches the ids of every chunk it has seen, so the BPE loop runs once per distinct chunk.
+
+Tie-breaking is explicit so that training is deterministic: the next merge is the pair with the highest count;
+among equal counts, the smallest pair of ids (compared as (left, right)).
+
+Lone surrogates (str values such as "\\ud800", which are not valid Unicode scalar values and cannot be UTF-8
+encoded) are encoded with Python's "surrogatepass" rule, i.e. as the three bytes UTF-8 would use for that code
+point. So ``decode(encode(s)) == s`` holds for *every* Python str. Decoding an arbitrary id sequence that does
+not form valid UTF-8 (a model can generate one) never raises: such bytes become U+FFFD.
+
+Normalisation (NFC, the Turkish "i̇" fix) is deliberately *not* done here: the tokenizer is lossless, and
+cleaning belongs to the data pipeline (minillm/data.py).
+"""
+from __future__ import annotations
+
+import codecs
+import heapq
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from typing import Iterable
+
+FORMAT_NAME = "minillm-bpe"
+FORMAT_VERSION = 1
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
+N_SPECIAL = len(SPECIAL_TOKENS)
+BYTE_OFFSET = N_SPECIAL  # byte value b has token id b + BYTE_OFFSET
+FIRST_MERGE_ID = BYTE_OFFSET + 256
+
+# Combining marks (Unicode category Mn in the common blocks). Python's `re` has no \p{M}, and \w does not match
+# marks, so we list the blocks. Keeping marks inside words matters for Turkish: lowercasing "İ" gives "i" + U+0307.
+_MARKS = "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f\u0900-\u0903\u093a-\u094f" \
+         "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
+_LETTER = rf"(?:[^\W\d_]|[{_MARKS}])"  # a letter of any script (\w minus digits and "_"), or a combining mark
+
+# The pre-tokenisation pattern, tried left to right at each position:
+#   a word with at most one leading space          " Anayasa", "ılık", "i̇lk"
+#   an apostrophe suffix, Turkish style            "'nin" in "Türkiye'nin"
+#   a number, in groups of at most three digits    "1982" -> "198", "2"
+#   a run of punctuation/symbols with optional space and the line breaks after it
+#   line breaks (with the spaces before them), trailing spaces, other whitespace
+# Every character matches one branch (a letter, a digit, whitespace, or "anything else"), so joining the chunks
+# gives back the text exactly; tests/test_tokenizer.py checks that with hypothesis.
+PATTERN = (
+    rf" ?{_LETTER}+"
+    rf"|'{_LETTER}+"
+    r"| ?\d{1,3}"
+    rf"| ?(?:[^\w\s{_MARKS}]|_)+[\r\n]*"
+    r"|\s*[\r\n]+"
+    r"|\s+(?!\S)"
+    r"|\s+"
+)
+
+
+def _surrogate_or_replace(err: UnicodeDecodeError):
+    """Decoding error handler: UTF-8-style encoded surrogates come back as the surrogate ("surrogatepass"),
+    any other invalid byte sequence becomes U+FFFD (as errors="replace" would)."""
+    bad = err.object[err.start:err.start + 3]
+    if len(bad) == 3 and bad[0] == 0xED and 0xA0 <= bad[1] <= 0xBF and 0x80 <= bad[2] <= 0xBF:
+        code_point = ((bad[0] & 0x0F) << 12) | ((bad[1] & 0x3F) << 6) | (bad[2] & 0x3F)
+        return chr(code_point), err.start + 3
+    return "\ufffd", err.end
+
+
+codecs.register_error("minillm-bpe", _surrogate_or_replace)
+
+
+def _text_to_bytes(text: str) -> bytes:
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def _merge_word_counting(word: list[int], a: int, b: int, new_id: int, freq: int, counts: defaultdict,
+                         created: set) -> list[int]:
+    """Replace every occurrence of (a, b) in `word` by `new_id`, scanning left to right ("aaa" with (a, a) ->
+    [aa, a]), and update the pair `counts` of the neighbours of each merge site (weighted by `freq`).
+
+    For an occurrence "x a b y" that becomes "x Z y", the pairs (x, a) and (b, y) lose `freq` and (x, Z) and
+    (Z, y) gain it; every other pair of the word is unchanged, so we never recount the whole word.
+    subtle: with back-to-back occurrences "a b a b" -> "Z Z", the first site adds (Z, a) and the second one,
+    whose left neighbour is now Z, takes it away again and adds (Z, Z) -- the net change is right.
+    The counts of (a, b) itself are not maintained here; the caller drops that pair. Pairs that gain are added
+    to `created`: they are the only pairs this word can newly contain.
+    """
+    out = []
+    i, n = 0, len(word)
+    while i < n:
+        if word[i] == a and i + 1 < n and word[i + 1] == b:
+            if out:
+                left = out[-1]
+                counts[(left, a)] -= freq
+                counts[(left, new_id)] += freq
+                created.add((left, new_id))
+            if i + 2 < n:
+                right = word[i + 2]
+                counts[(b, right)] -= freq
+                counts[(new_id, right)] += freq
+                created.add((new_id, right))
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+class BPETokenizer:
+    """A trained byte-level BPE tokenizer: a list of merges plus the pre-tokenisation pattern."""
+
+    pad_id = 0
+    bos_id = 1
+    eos_id = 2
+
+    def __init__(self, merges: list[tuple[int, int]], pattern: str = PATTERN):
+        self.merges = [tuple(m) for m in merges]
+        self.pattern = pattern
+        self._split = re.compile(pattern).findall
+        # rank of a pair = id of the token it creates; lower ids were learned earlier and are applied first
+        self._ranks = {pair: FIRST_MERGE_ID + i for i, pair in enumerate(self.merges)}
+        # bytes of every token id, built up merge by merge (specials have no bytes: they are not text)
+        self._bytes = [b""] * N_SPECIAL + [bytes([b]) for b in range(256)]
+        for left, right in self.merges:
+            self._bytes.append(self._bytes[left] + self._bytes[right])
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self._special_re = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_MERGE_ID + len(self.merges)
+
+    # ------------------------------------------------------------------------------------------- training
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "BPETokenizer":
+        """Learn `vocab_size - 259` merges from `texts` (fewer if no pair occurs `min_frequency` times).
+
+        A pair seen fewer than `min_frequency` times is not merged: with the default 2, a merge must at least
+        be a pattern, not a single occurrence.
+        """
+        if not isinstance(vocab_size, int) or vocab_size < FIRST_MERGE_ID:
+            raise ValueError(f"vocab_size must be an int >= {FIRST_MERGE_ID} (3 special tokens + 256 bytes), "
+                             f"got {vocab_size!r}")
+        if isinstance(texts, str):
+            raise TypeError("texts must be an iterable of str, not a single str (wrap it in a list)")
+        split = re.compile(PATTERN).findall
+
+        # 1. Count each distinct chunk once. A chunk is stored as its list of byte token ids.
+        chunk_counts: Counter = Counter()
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"texts must contain str, got {type(text).__name__}")
+            chunk_counts.update(split(text))
+        words = [[b + BYTE_OFFSET for b in _text_to_bytes(chunk)] for chunk in chunk_counts]
+        freqs = list(chunk_counts.values())
+
+        # 2. Pair counts (weighted by chunk frequency) and the index pair -> chunks that (may) contain it.
+        counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+        where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        for wi, word in enumerate(words):
+            f = freqs[wi]
+            for pair in zip(word, word[1:]):
+                counts[pair] += f
+                where[pair].add(wi)
+
+        # 3. Max-heap of (-count, left, right). Lazy deletion: an entry may hold a stale, *higher* count (we push
+        #    only when a count grows). When a stale entry reaches the top we push the current count back and
+        #    pop again, so the first entry whose count is current is the true maximum, with the smallest ids
+        #    winning ties because they sort first.
+        heap = [(-c, a, b) for (a, b), c in counts.items()]
+        heapq.heapify(heap)
+
+        merges: list[tuple[int, int]] = []
+        n_merges = vocab_size - FIRST_MERGE_ID
+        while len(merges) < n_merges and heap:
+            neg_count, a, b = heapq.heappop(heap)
+            pair = (a, b)
+            current = counts.get(pair, 0)
+            if current != -neg_count:  # stale entry
+                if current > 0:
+                    heapq.heappush(heap, (-current, a, b))
+                continue
+            if current < min_frequency:
+                break  # the best remaining pair is too rare; so is every other one
+            new_id = FIRST_MERGE_ID + len(merges)
+            merges.append(pair)
+
+            # 4. Apply the merge only to the chunks that contain the pair, updating only their pair counts.
+            grown = set()
+            for wi in where.pop(pair):
+                word = words[wi]
+                created = set()
+                new_word = _merge_word_counting(word, a, b, new_id, freqs[wi], counts, created)
+                if len(new_word) == len(word):
+                    continue  # stale index entry: an earlier merge already consumed this pair here
+                for p in created:
+                    where[p].add(wi)
+                grown |= created
+                words[wi] = new_word
+            counts.pop(pair, None)
+            for p in grown:
+                if counts[p] > 0:
+                    heapq.heappush(heap, (-counts[p], p[0], p[1]))
+        return cls(merges)
+
+    # ------------------------------------------------------------------------------------------- encoding
+    def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
+        """BPE on one chunk: repeatedly apply the earliest-learned merge present, as during training.
+
+        `pair_ranks[i]` is the rank of the pair (ids[i], ids[i + 1]); the rank of a merge is the id of the token
+        it creates, so the lowest rank is the earliest merge. Merging at i changes only the ranks at i - 1 and i.
+        Taking the leftmost lowest-ranked pair each time merges repeated pairs left to right, as training did.
+        """
+        ids = [b + BYTE_OFFSET for b in _text_to_bytes(chunk)]
+        rank_of = self._ranks.get
+        never = 1 << 62  # rank of a pair that was never merged
+        pair_ranks = [rank_of(p, never) for p in zip(ids, ids[1:])]
+        while pair_ranks:
+            new_id = min(pair_ranks)
+            if new_id == never:
+                break
+            i = pair_ranks.index(new_id)
+            ids[i:i + 2] = [new_id]
+            del pair_ranks[i]
+            if i > 0:
+                pair_ranks[i - 1] = rank_of((ids[i - 1], new_id), never)
+            if i < len(pair_ranks):
+                pair_ranks[i] = rank_of((new_id, ids[i + 1]), never)
+        return tuple(ids)
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        cache = self._cache
+        if len(cache) > 500_000:  # bound memory on endless streams of new chunks
+            cache.clear()
+        out: list[int] = []
+        for chunk in self._split(text):
+            ids = cache.get(chunk)
+            if ids is None:
+                ids = cache[chunk] = self._encode_chunk(chunk)
+            out.extend(ids)
+        return out
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        """Token ids of `text`, with no special tokens added.
+
+        The literal string "<eos>" in `text` is ordinary text (encoded as its bytes) unless `allow_special` is
+        True, in which case "<pad>", "<bos>" and "<eos>" become their ids.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        if not allow_special:
+            return self._encode_ordinary(text)
+        out: list[int] = []
+        start = 0
+        for m in self._special_re.finditer(text):
+            out.extend(self._encode_ordinary(text[start:m.start()]))
+            out.append(SPECIAL_TOKENS.index(m.group()))
+            start = m.end()
+        out.extend(self._encode_ordinary(text[start:]))
+        return out
+
+    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        return [self.encode(t, allow_special) for t in texts]
+
+    # ------------------------------------------------------------------------------------------- decoding
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
+        """Text of `ids`. Special tokens are dropped (or rendered as "<eos>" etc. with skip_special=False)."""
+        table = self._bytes
+        parts = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(table):
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {len(table)})")
+            if i < N_SPECIAL:
+                if not skip_special:
+                    parts.append(SPECIAL_TOKENS[i].encode())
+                continue
+            parts.append(table[i])
+        return b"".join(parts).decode("utf-8", errors="minillm-bpe")
+
+    def id_to_token_str(self, i: int) -> str:
+        """A printable form of one token, for displays such as attention heatmaps ("ı", " Anay", "\\xc4")."""
+        if 0 <= i < N_SPECIAL:
+            return SPECIAL_TOKENS[i]
+        return self._bytes[i].decode("utf-8", errors="backslashreplace")
+
+    # ------------------------------------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a human-readable, versioned text file, atomically (temporary file, then rename).
+
+        Layout: "minillm-bpe 1", the pattern as a JSON string, the merge count, one merge per line
+        ("left right" ids, with the new token's text as a comment), and "end" so a truncated file is detected.
+        """
+        lines = [f"{FORMAT_NAME} {FORMAT_VERSION}", "pattern " + json.dumps(self.pattern),
+                 f"merges {len(self.merges)}"]
+        for i, (left, right) in enumerate(self.merges):
+            lines.append(f"{left} {right}  # {FIRST_MERGE_ID + i} = {json.dumps(self.id_to_token_str(FIRST_MERGE_ID + i))}")
+        lines.append("end")
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+        """Read a file written by `save`; any other content raises ValueError naming the file and the problem."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"tokenizer file {path!r} does not exist") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"tokenizer file {path!r} is not UTF-8 text ({e})") from None
+
+        def fail(line_no: int, problem: str):
+            raise ValueError(f"tokenizer file {path!r}, line {line_no}: {problem}")
+
+        expected_header = f"{FORMAT_NAME} {FORMAT_VERSION}"
+        if lines[0] != expected_header:
+            fail(1, f"expected the header {expected_header!r}, found {lines[0][:60]!r}")
+        if len(lines) < 3 or not lines[1].startswith("pattern "):
+            fail(2, "expected 'pattern <JSON string>'")
+        try:
+            pattern = json.loads(lines[1][len("pattern "):])
+            re.compile(pattern)
+        except (json.JSONDecodeError, re.error, TypeError) as e:
+            fail(2, f"the pattern is not a valid JSON-encoded regular expression ({e})")
+        if not isinstance(pattern, str):
+            fail(2, "the pattern must be a JSON string")
+        m = re.fullmatch(r"merges (\d+)", lines[2])
+        if not m:
+            fail(3, f"expected 'merges <count>', found {lines[2][:60]!r}")
+        n_merges = int(m.group(1))
+        merges = []
+        seen = set()
+        for k in range(n_merges):
+            line_no = 4 + k
+            if line_no - 1 >= len(lines) or lines[line_no - 1] in ("", "end"):
+                fail(line_no, f"file ends after {k} of {n_merges} merges (truncated?)")
+            fields = lines[line_no - 1].split("#", 1)[0].split()
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                fail(line_no, f"expected two token ids 'left right', found {lines[line_no - 1][:60]!r}")
+            left, right = int(fields[0]), int(fields[1])
+            new_id = FIRST_MERGE_ID + k
+            if not (BYTE_OFFSET <= left < new_id and BYTE_OFFSET <= right < new_id):
+                fail(line_no, f"merge ({left}, {right}) must use byte or earlier merge ids in "
+                              f"[{BYTE_OFFSET}, {new_id})")
+            if (left, right) in seen:
+                fail(line_no, f"merge ({left}, {right}) appears twice")
+            seen.add((left, right))
+            merges.append((left, right))
+        end_line = 4 + n_merges
+        if end_line - 1 >= len(lines) or lines[end_line - 1] != "end":
+            fail(end_line, "expected 'end' after the merges (truncated or extra lines?)")
+        if any(line.strip() for line in lines[end_line:]):
+            fail(end_line + 1, "unexpected content after 'end'")
+        return cls(merges, pattern)
