@@ -1,0 +1,212 @@
+"""Attention: scaled dot-product, multi-head, masks and the key/value cache for incremental decoding.
+
+One mask convention for the whole package, stated here once:
+
+    a boolean mask where True means "this query may attend to this key" (or, for a padding mask,
+    "this is a real token"), exactly as torch.nn.functional.scaled_dot_product_attention reads it.
+
+Masks broadcast to (..., T, S): T queries (rows) against S keys (columns). Converting at the boundaries:
+torch.nn.MultiheadAttention's `key_padding_mask` means the opposite (True = ignore), so pass it `~mask`.
+
+Shape symbols (used in every comment): B batch, S source/key length, T target/query length, C model width,
+H heads, D head width (C = H * D).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Masks
+# ----------------------------------------------------------------------------------------------------------
+def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
+    """(B, S) int ids -> (B, S) bool, True where the token is real (not padding)."""
+    if ids.dim() != 2:
+        raise ValueError(f"padding_mask: ids must be (B, S), got shape {tuple(ids.shape)}")
+    return ids != pad_id
+
+
+def causal_mask(T: int, S: int, device=None) -> Tensor:
+    """(T, S) bool, True where query i may see key j, i.e. j <= i + (S - T).
+
+    subtle: the mask is aligned to the bottom-right corner. Without a cache T == S and this is the usual
+    lower-triangular square. With a cache, the T new queries are the LAST T positions of the S keys, so
+    query i sits at absolute position i + (S - T); a top-left-aligned mask (torch.tril(ones(T, S))) would
+    let the single new query of a decoding step see only key 0 — a known bug in other libraries.
+    """
+    if T > S:
+        raise ValueError(f"causal_mask: T (queries) = {T} must be <= S (keys) = {S}")
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scaled dot-product attention
+# ----------------------------------------------------------------------------------------------------------
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
+                                 dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Attention(Q, K, V) = softmax(Q Kᵀ / √D) V, written out (Vaswani et al. 2017, eq. 1).
+
+    q: (..., T, D); k, v: (..., S, D); mask: bool broadcastable to (..., T, S), True = may attend.
+    Returns out (..., T, D) and the attention weights (..., T, S) (after dropout, as they were used).
+    A query row whose keys are all masked gets all-zero weights and a zero output — never NaN.
+    dropout_p is applied as given: the caller passes 0.0 in eval mode (as with the fused op).
+    """
+    D = q.size(-1)
+    scores = q @ k.transpose(-2, -1)                      # (..., T, D) @ (..., D, S) -> (..., T, S)
+    scores = scores * (1.0 / math.sqrt(D))                # Vaswani et al. 2017, eq. 1: scale by 1/√D
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = may attend), got {mask.dtype}")
+        # subtle: a finite "minus infinity". With -inf, a row with every key masked would softmax to
+        # exp(-inf)/sum(exp(-inf)) = 0/0 = NaN, and the NaN would leak into the gradients as well.
+        # With the dtype's lowest finite value the row becomes uniform instead, and we zero it below.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)               # (..., T, S); each row sums to 1
+    if mask is not None:
+        # A fully masked query row attends to nothing: zero weights, hence a zero output.
+        has_key = mask.any(dim=-1, keepdim=True)          # (..., T, 1)
+        weights = weights * has_key
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)         # Vaswani et al. 2017, §5.4 (attention dropout)
+    out = weights @ v                                     # (..., T, S) @ (..., S, D) -> (..., T, D)
+    return out, weights
+
+
+def fused_scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
+                                       dropout_p: float = 0.0) -> Tensor:
+    """The same computation through PyTorch's fused kernel (flash / memory-efficient / math backends).
+
+    Returns only out (..., T, D): the fused kernels never materialise the weights.
+    subtle: depending on the backend, a fully masked row comes back as NaN (the math backend) or as
+    whatever the kernel leaves there. We let such rows attend to every key (so nothing in the kernel
+    divides by zero, forward or backward) and then overwrite their output with zeros, which matches the
+    hand-written path in value and in gradient (the zeroed rows pass no gradient back).
+    """
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got {mask.dtype}")
+    has_key = mask.any(dim=-1, keepdim=True)              # (..., T, 1)
+    safe_mask = mask | ~has_key                           # (..., T, S): empty rows see everything
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout_p)
+    return out.masked_fill(~has_key, 0.0)                 # (..., T, D)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Key/value cache for incremental decoding
+# ----------------------------------------------------------------------------------------------------------
+class KVCache:
+    """Keys and values of one attention layer, kept between decoding steps.
+
+    Decoder self-attention: starts empty and grows by the new positions at every step (`append`).
+    Cross-attention: filled once from the encoder output (`MultiHeadAttention.kv_cache`) and only read.
+    k, v: (B, H, L, D) where L is the number of cached positions.
+    """
+
+    def __init__(self, k: Optional[Tensor] = None, v: Optional[Tensor] = None):
+        self.k = k
+        self.v = v
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.size(2)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions (B, H, T_new, D) and return all keys and values (B, H, L + T_new, D)."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=2)        # (B, H, L + T_new, D)
+            self.v = torch.cat([self.v, v], dim=2)        # (B, H, L + T_new, D)
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (LongTensor (B',)), in that order: beam search reorders and expands."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)        # (B', H, L, D)
+            self.v = self.v.index_select(0, index)        # (B', H, L, D)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-head attention
+# ----------------------------------------------------------------------------------------------------------
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_H) W_O, head_h = Attention(Q W_Q^h, K W_K^h, V W_V^h)
+    (Vaswani et al. 2017, §3.2.2).
+
+    One module serves encoder self-attention, decoder causal self-attention and cross-attention (queries
+    from the decoder, keys/values from the encoder, of a different length). `fused=True` runs PyTorch's
+    fused kernel; `fused=False` the hand-written `scaled_dot_product_attention` above. Both give the same
+    result (tests/test_attention.py). When attention weights are requested (the GUI heatmap), the call
+    takes the hand-written path, since the fused kernels never form the weights.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = True):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.dropout = dropout
+        self.fused = fused
+        # Four separate projections, named as in torch.nn.MultiheadAttention's unpacked form, so weights
+        # can be copied one to one in tests.
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        B, L, C = x.shape
+        # view is free (no copy); the transpose makes a strided view the attention kernels accept as is.
+        return x.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)   # (B, L, C) -> (B, H, L, D)
+
+    def kv_cache(self, x_kv: Tensor) -> KVCache:
+        """Project a source (B, S, C) to keys and values once, for cross-attention during decoding."""
+        return KVCache(self._split_heads(self.k_proj(x_kv)), self._split_heads(self.v_proj(x_kv)))
+
+    def forward(self, x_q: Tensor, x_kv: Optional[Tensor], mask: Optional[Tensor] = None, *,
+                need_weights: bool = False, cache: Optional[KVCache] = None, static_kv: bool = False,
+                rotary: Optional[Callable[[Tensor, int], Tensor]] = None):
+        """x_q: (B, T, C) queries; x_kv: (B, S, C) keys/values (x_q itself for self-attention).
+
+        mask: bool broadcastable to (B, T, S), True = may attend (a key padding mask is mask[:, None, :]).
+        cache: self-attention decoding (static_kv=False): the new positions' keys/values are appended to
+          `cache` and the queries attend to everything cached. Cross-attention (static_kv=True): keys and
+          values are read from `cache` (made once by `kv_cache`) and x_kv is ignored (pass None).
+        rotary: RoPE, a callable (x (B, H, L, D), first position) -> x rotated; applied to queries and keys
+          of self-attention only.
+        Returns y (B, T, C), or (y, weights (B, H, T, S)) when need_weights.
+        """
+        B, T, C = x_q.shape
+        if C != self.d_model:
+            raise ValueError(f"x_q has width {C}, expected d_model = {self.d_model}")
+        q = self._split_heads(self.q_proj(x_q))                              # (B, H, T, D)
+        if static_kv:
+            if cache is None or cache.k is None:
+                raise ValueError("static_kv=True needs a filled cache (made by kv_cache)")
+            k, v = cache.k, cache.v                                          # (B, H, S, D) each
+        else:
+            k = self._split_heads(self.k_proj(x_kv))                         # (B, H, T, D) new keys
+            v = self._split_heads(self.v_proj(x_kv))                         # (B, H, T, D) new values
+            if rotary is not None:
+                start = cache.length if cache is not None else 0            # absolute position of x_q[:, 0]
+                q, k = rotary(q, start), rotary(k, start)                    # Su et al. 2021, RoPE
+            if cache is not None:
+                k, v = cache.append(k, v)                                    # (B, H, S, D), S = cached + T
+        if mask is not None:
+            mask = mask.unsqueeze(-3)                                        # (B, T, S) -> (B, 1, T, S)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.fused and not need_weights:
+            out, weights = fused_scaled_dot_product_attention(q, k, v, mask, dropout_p), None
+        else:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+        out = out.transpose(1, 2).reshape(B, T, C)      # (B, H, T, D) -> (B, T, H, D) -> (B, T, C): concat heads
+        y = self.out_proj(out)                                               # (B, T, C)
+        return (y, weights) if need_weights else y
