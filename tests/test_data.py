@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, strategies as st
 
 from minillm.data import (CleaningReport, DataFormatError, DownloadError, Seq2SeqDataset, TokenBatchSampler,
-                          clean_pairs, collate, download, fix_dotted_i, load_pairs, main, split_fraction,
+                          clean_pairs, collate, download, fix_dotted_i, load_pairs, main, nearest_neighbour_answers,
+                          split_fraction,
                           split_pairs)
 from minillm.tokenizer import BPETokenizer
 
@@ -207,6 +208,20 @@ def test_collate_pads_dynamically_to_the_longest_in_the_batch(tok):
     assert all(t.dtype == torch.long for t in b.values())
     with pytest.raises(ValueError, match="empty batch"):
         collate([])
+
+
+def test_nearest_neighbour_baseline_picks_the_most_overlapping_question(tok):
+    train = [("Anayasa devletin temel kanunudur.", "A"), ("Egemenlik kayıtsız şartsız milletindir.", "B"),
+             ("Yasama yetkisi Türkiye Büyük Millet Meclisine aittir.", "C")]
+    got = nearest_neighbour_answers(train, ["Egemenlik kayıtsız şartsız kimindir?", "Yasama yetkisi",
+                                            "Anayasa devletin temel kanunudur."], tok)
+    assert got == ["B", "C", "A"]
+    # the Jaccard choice, checked against a direct computation for a query sharing tokens with several
+    q = "Anayasa yetkisi milletindir."
+    sets = [set(tok.encode(t)) for t, _ in train]
+    query = set(tok.encode(q))
+    scores = [len(query & s) / len(query | s) for s in sets]
+    assert nearest_neighbour_answers(train, [q], tok) == [train[scores.index(max(scores))][1]]
 
 
 # ---------------------------------------------------------------------------------------------- sampler
