@@ -315,6 +315,14 @@ def test_ranks_get_distinct_shards_of_each_step(n, world, seed):
     assert seen == list(range(n))                             # together the ranks cover the epoch
 
 
+def test_sampler_hand_computed_with_plain_int_lengths():
+    # Sorted by length: items 2 (2 tokens), 0 (3), 1 (5). [2, 0] costs 2 * 3 = 6; adding item 1 would cost
+    # 3 * 5 = 15 > 10, so it starts a new batch.
+    sampler = TokenBatchSampler([3, 5, 2], max_tokens=10, shuffle=False)
+    assert list(sampler) == [[2, 0], [1]]
+    assert len(sampler) == 2
+
+
 def test_sampler_rejects_budget_below_longest_item():
     with pytest.raises(ValueError, match="max_tokens=10 is below the longest item \\(12 tokens\\)"):
         TokenBatchSampler([(5, 7), (1, 1)], max_tokens=10)

@@ -87,12 +87,16 @@ def test_gradient_accumulation_matches_one_big_batch():
     (s / n).backward()
     big_grad = w.grad.clone()
 
+    big_loss = (s / n).item()
     total = count_tokens(a_out) + count_tokens(b_out)
     assert total.item() == n.item() == 19
     w = weight.clone().requires_grad_(True)
+    accumulated = 0.0
     for x, y in ((a_in, a_out), (b_in, b_out)):
         s, _ = masked_cross_entropy(logits_of(x, w), y)
         (s / total).backward()
+        accumulated += (s / total).item()
+    assert accumulated == pytest.approx(big_loss, rel=1e-6)
     torch.testing.assert_close(w.grad, big_grad)
 
     # The known bug: mean of the per-micro-batch means gives a different gradient when lengths differ.
