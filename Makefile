@@ -17,6 +17,12 @@ $(STAMP): requirements.txt | $(PY)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The small preset on the shipped sample, on the CPU, offline. Each run gets its own directory (train.py
+# refuses to overwrite a run); --time-budget caps the wall time on a slow or busy machine.
+RUN ?= runs/small-$(shell date +%Y%m%d-%H%M%S)
+train: $(STAMP)
+	$(PY) train.py --config small --device cpu --data data/sample.json --out $(RUN) --time-budget 6
+
 bench: $(STAMP)
 	$(PY) bench/tokenizer.py
 

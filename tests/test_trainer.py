@@ -1,0 +1,301 @@
+"""Specification of minillm/trainer.py and train.py: the loop's mechanisms, exact resume after a real kill,
+data parallel equivalence, and a tiny model that overfits 8 pairs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minillm import checkpoint as ck
+from minillm.generation import GenerationConfig, decode_ids
+from minillm.losses import masked_cross_entropy
+from minillm.optim import lr_at
+from minillm.trainer import TrainConfig, Trainer, TrainingAborted
+
+REPO = Path(__file__).resolve().parent.parent
+SUBJECTS = ["kira sözleşmesi", "iş kazası", "miras paylaşımı", "boşanma davası", "vergi cezası", "tapu iptali",
+            "trafik cezası", "işe iade", "nafaka", "kamulaştırma", "haksız fiil", "tüketici hakkı"]
+
+
+def write_pairs(path, n=48):
+    """n question/answer pairs of varied length, in the data set's own layout (Soru/Cevap JSON list)."""
+    rows = []
+    for i in range(n):
+        s = SUBJECTS[i % len(SUBJECTS)]
+        extra = " ve ilgili süreler" * (i % 4)
+        rows.append({"Soru": f"{s} hakkında {i}. soru nedir{extra}?",
+                     "Cevap": f"{s} için {i}. cevap kanunda yazılıdır{extra}."})
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+TINY = dict(vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=160,
+            lr=3e-3, min_lr=3e-4, warmup_steps=3, max_steps=12, eval_every=1000, eval_generate=0,
+            save_every=1000, log_every=1, ema_decay=0.9, device="cpu")
+
+
+def tiny_cfg(tmp_path, **kw):
+    data = tmp_path / "pairs.json"
+    if not data.exists():
+        write_pairs(data)
+    return TrainConfig(**{**TINY, "data": str(data), "out": str(tmp_path / "run"), **kw})
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def read_log(run, kind="train"):
+    recs = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in recs if r["kind"] == kind}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mechanisms inside one step, each checked against what the step must do
+
+def capture_steps(trainer):
+    """Record, at each optimizer.step(), the lr and the gradients the optimiser is about to apply."""
+    seen = []
+
+    def hook(opt, args, kwargs):
+        seen.append({"lr": opt.param_groups[0]["lr"],
+                     "grads": {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}})
+    trainer.optimizer.register_step_pre_hook(hook)
+    return seen
+
+
+def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
+    cfg = tiny_cfg(tmp_path, grad_clip=0.05)
+    trainer = Trainer(cfg, log=quiet)
+    seen = capture_steps(trainer)
+    norms = [trainer.train_step()["grad_norm"] for _ in range(6)]
+    for step, s in enumerate(seen):
+        assert s["lr"] == pytest.approx(lr_at(step, 3e-3, 3, 12, 3e-4, "cosine"))
+        applied = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in s["grads"].values()]))
+        assert norms[step] > 0.05                   # the raw gradient was larger than the threshold ...
+        assert applied.item() == pytest.approx(0.05, rel=1e-4)  # ... and the optimiser saw it clipped to 0.05
+    assert [round(s["lr"], 8) for s in seen[:3]] == [0.001, 0.002, 0.003]  # warmup really ramps
+
+
+def test_time_budget_shrinks_max_steps_so_the_schedule_still_decays(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
+    trainer.step, trainer.elapsed = 10, 60.0            # as if 10 steps took 60 s: 6 s per step
+    trainer._fit_schedule_to_budget()
+    assert trainer.max_steps == 10 + int(0.9 * 60 / 6)  # what fits in the remaining minute, less 10%
+    assert trainer.schedule.kw["total_steps"] == 19
+    assert lr_at(19, **trainer.schedule.kw) == pytest.approx(3e-4)   # min_lr is reached at the new end
+
+
+def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
+    """With 2 micro-batches the applied gradient is grad(sum of token losses) / (tokens in both), not the
+    mean of the two per-batch means."""
+    cfg = tiny_cfg(tmp_path, grad_accum=2, label_smoothing=0.0)
+    trainer = Trainer(cfg, log=quiet)
+    reference = Trainer(tiny_cfg(tmp_path, grad_accum=2, label_smoothing=0.0, out=str(tmp_path / "ref")),
+                        log=quiet)
+    seen = capture_steps(trainer)
+    rec = trainer.train_step()
+    batches = [reference._next_batch() for _ in range(2)]   # the same two micro-batches (same seed)
+    sums, counts = [], []
+    for b in batches:
+        loss_sum, n = masked_cross_entropy(reference.model(b["src_ids"], b["tgt_in_ids"]), b["tgt_out_ids"])
+        sums.append(loss_sum), counts.append(n)
+    assert counts[0] != counts[1]                  # otherwise the two normalisations would coincide
+    total = (sums[0] + sums[1]) / (counts[0] + counts[1])
+    assert rec["loss"] == pytest.approx(total.item(), rel=1e-5)
+    grads = torch.autograd.grad(total, list(reference.model.parameters()), allow_unused=True, retain_graph=True)
+    per_batch_mean = torch.autograd.grad((sums[0] / counts[0] + sums[1] / counts[1]) / 2,
+                                         list(reference.model.parameters()), allow_unused=True)
+    names = [n for n, _ in reference.model.named_parameters()]
+
+    def flat(gs):
+        return torch.cat([g.reshape(-1) for g in gs])
+    applied = flat(seen[0]["grads"][n] for n in names)
+    rel = lambda a, b: (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()  # noqa: E731
+    assert rel(applied, flat(grads)) < 1e-5
+    assert rel(applied, flat(per_batch_mean)) > 1e-3     # the other normalisation really is different
+
+
+def test_nan_guard_skips_then_aborts_with_last_good_state(tmp_path):
+    cfg = tiny_cfg(tmp_path, max_bad_steps=3)
+    trainer = Trainer(cfg, log=quiet)
+    poison = {"on": False}
+    trainer.model.embed.register_forward_hook(lambda m, i, out: out * float("nan") if poison["on"] else out)
+    trainer.train_step(), trainer.train_step()
+    before = {n: t.clone() for n, t in trainer.model.state_dict().items()}
+    opt_before = [s["exp_avg"].clone() for s in trainer.optimizer.state.values()]
+    ema_before = {n: t.clone() for n, t in trainer.ema.shadow.items()}
+    lr_before = trainer.optimizer.param_groups[0]["lr"]
+
+    poison["on"] = True
+    rec = trainer.train_step()
+    assert rec["kind"] == "skip" and trainer.step == 2 and trainer.skipped == 1
+    for n, t in trainer.model.state_dict().items():        # nothing applied: weights, moments, EMA, schedule
+        assert torch.equal(t, before[n]), n
+    assert all(torch.equal(a, s["exp_avg"]) for a, s in zip(opt_before, trainer.optimizer.state.values()))
+    assert all(torch.equal(t, trainer.ema.shadow[n]) for n, t in ema_before.items())
+    assert trainer.optimizer.param_groups[0]["lr"] == lr_before
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+    poison["on"] = False
+    assert trainer.train_step()["kind"] == "train" and trainer.bad_in_a_row == 0   # the run goes on
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+    poison["on"] = True
+    with pytest.raises(TrainingAborted, match="3 non-finite steps in a row after step 3.*last good state"):
+        trainer.fit()
+    state = ck.latest_state(cfg.out)
+    assert state["step"] == 3 and state["skipped"] == 4
+    for n, t in trainer.model.state_dict().items():
+        assert torch.equal(state["model"][n], t) and torch.isfinite(t).all()
+    skips = read_log(cfg.out, "skip")
+    assert len(skips) == 1 and skips[4]["bad_in_a_row"] == 3  # the log names the attempted step
+
+
+def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path):
+    cfg = tiny_cfg(tmp_path, max_steps=8, eval_every=4, eval_generate=2, eval_max_new_tokens=4, print_samples=1)
+    lines = []
+    trainer = Trainer(cfg, log=lines.append)
+    trainer.fit()
+    evals = read_log(cfg.out, "eval")
+    assert sorted(evals) == [4, 8]
+    for rec in evals.values():
+        assert {"nll", "perplexity", "accuracy", "top5_accuracy", "bleu", "chrf"} <= set(rec)
+        assert rec["perplexity"] == pytest.approx(torch.tensor(rec["nll"]).exp().item(), rel=1e-6)
+    assert any("reference:" in line and "model:" in line for line in lines)   # sample answers printed
+    saved = ck.read(Path(cfg.out) / ck.MODEL_FILE)
+    best_step = min(evals, key=lambda s: evals[s]["nll"])
+    assert saved["step"] == best_step and saved["val_loss"] == pytest.approx(evals[best_step]["nll"])
+    if best_step == 8:   # the file holds the EMA weights, not the raw ones
+        for n, t in trainer.ema.shadow.items():
+            torch.testing.assert_close(saved["model"][n], t)
+        assert not torch.equal(saved["model"]["embed.weight"], trainer.model.embed.weight)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The whole path: data -> model -> loss -> optimiser -> checkpoint -> decoding
+
+def test_overfit_eight_pairs_and_reproduce_them_greedily(tmp_path):
+    data = tmp_path / "eight.json"
+    write_pairs(data, n=8)
+    cfg = TrainConfig(**{**TINY, "data": str(data), "out": str(tmp_path / "run"), "val_fraction": 0.0,
+                         "d_model": 64, "n_heads": 4, "d_ff": 128, "batch_tokens": 4096, "max_steps": 200,
+                         "warmup_steps": 10, "lr": 1e-2, "min_lr": 1e-3, "label_smoothing": 0.0,
+                         "weight_decay": 0.0, "ema_decay": 0.0, "log_every": 10})
+    trainer = Trainer(cfg, log=quiet)
+    trainer.fit()
+    losses = read_log(cfg.out)
+    assert losses[1]["loss"] > 4.0 and losses[200]["loss"] < 0.05
+    model, tok = ck.load(cfg.out)                      # through the checkpoint, as generate.py would
+    srcs = [trainer.train_set[i][0] for i in range(8)]
+    out = decode_ids(model, srcs, GenerationConfig(strategy="greedy", max_new_tokens=40))
+    assert [tok.decode(ids) for ids, _ in out] == [a for _, a in trainer.train_set.pairs]
+    assert all(finished for _, finished in out)         # each answer ends with <eos>
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train.py: flags, a real kill and resume, several processes
+
+# the tiny run of the subprocess tests, as TrainConfig fields and as train.py flags
+SUBPROCESS_CFG = dict(vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, batch_tokens=160, lr=3e-3,
+                      min_lr=3e-4, warmup_steps=3, max_steps=24, eval_every=1000, eval_generate=0, log_every=1,
+                      save_every=4, ema_decay=0.9, device="cpu")
+
+
+def run_train(out, data, *extra):
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SUBPROCESS_CFG.items()]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), f"--data={data}", f"--out={out}", *flags,
+                             *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_train_py_flags():
+    from train import build_parser, main
+    help_text = build_parser().format_help()
+    for flag in ("--config", "--data", "--out", "--device", "--max-steps", "--time-budget", "--resume",
+                 "--compile", "--precision"):
+        assert flag in help_text
+    for bad in (["--no-such-flag"], ["--max-steps", "ten"], ["--device", "tpu"], ["--precision", "fp8"],
+                ["--warmup-steps", "500", "--max-steps", "100"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            Trainer(TrainConfig(precision="bf16", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("data") / "pairs.json")
+
+
+def test_resume_after_sigkill_gives_the_same_losses(tmp_path, data_file):
+    """Dropout on, so the RNG state matters too. Run B (a train.py process) is SIGKILLed mid-run, possibly
+    mid-write, then resumed; run A never stops. Every step has A's loss, bit for bit."""
+    b = run_train(tmp_path / "b", data_file, "--dropout=0.1")
+    for line in b.stdout:                                  # kill right after the first checkpoint is written
+        if "saved" in line and "state-00000004.pt" in line:
+            b.send_signal(signal.SIGKILL)
+            break
+    b.wait(timeout=60)
+    b.stdout.close()
+    assert b.returncode == -signal.SIGKILL                 # it really was killed, not finished
+    killed_at = max(read_log(tmp_path / "b"))
+    # resume and the reference run in this process (same single thread as the subprocess), to save start-up
+    resumed = Trainer(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file),
+                                                     "out": str(tmp_path / "b"), "dropout": 0.1}),
+                      resume=True, log=quiet)
+    start = resumed.step
+    assert 4 <= start <= killed_at < 24                    # it resumes from a checkpoint the killed run wrote
+    resumed.fit()
+    Trainer(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file), "out": str(tmp_path / "a"),
+                                           "dropout": 0.1}), log=quiet).fit()
+    la, lb = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert sorted(lb) == list(range(1, 25))                # no duplicate or missing step after the resume
+    assert [lb[s]["loss"] for s in range(1, 25)] == [la[s]["loss"] for s in range(1, 25)]
+
+
+def _ddp_worker(rank, world, port, cfg):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    try:
+        Trainer(cfg, log=quiet).fit()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, data_file):
+    """gloo on the CPU: 2 ranks x 1 micro-batch == 1 rank x 2 micro-batches (the same 2 batches per step).
+    Tolerance: 1e-4 relative on each step's loss (float32 sums in a different order). The ranks are forked
+    from this process (as torchrun would start them, minus the interpreter start-up)."""
+    import multiprocessing
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {**SUBPROCESS_CFG, "data": str(data_file), "dropout": 0.0}
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, TrainConfig.preset(
+        "small", **base, out=str(tmp_path / "two"), grad_accum=1))) for r in range(2)]
+    for p in procs:
+        p.start()
+    Trainer(TrainConfig.preset("small", **base, out=str(tmp_path / "one"), grad_accum=2), log=quiet).fit()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    l1, l2 = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    info = read_log(tmp_path / "one", "info")[0]
+    assert read_log(tmp_path / "two", "info")[0]["world_size"] == 2
+    # steps that lie wholly inside the first epoch (the last step of an odd epoch is padded differently)
+    n = min(24, info["batches_per_epoch"] // 2)
+    assert n >= 8
+    for s in range(1, n + 1):
+        assert l2[s]["loss"] == pytest.approx(l1[s]["loss"], rel=1e-4), s
+        assert l2[s]["tokens"] == l1[s]["tokens"]          # the same tokens were seen
+    assert l1[n]["loss"] < l1[1]["loss"]                   # and something was learnt
