@@ -46,6 +46,16 @@ def causal_mask(T: int, S: int, device=None) -> Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
+def causal_padding_mask(key_is_real: Tensor, T: int) -> Tensor:
+    """Decoder self-attention mask: causal AND key padding combined.
+
+    key_is_real: (B, S) bool, True = real token, for all S keys (cached ones first); T: number of new queries,
+    the last T of the S positions. Returns (B, T, S): query i sees real keys j <= i + (S - T).
+    """
+    S = key_is_real.size(1)
+    return causal_mask(T, S, key_is_real.device) & key_is_real[:, None, :]   # (T, S) & (B, 1, S) -> (B, T, S)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Scaled dot-product attention
 # ----------------------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:                # (..., C) -> (..., C)
         if self.fused:
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        mean = x.mean(dim=-1, keepdim=True)                # (..., 1)
-        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # (..., 1), biased: divide by C, not C - 1
+        # Mean and biased variance (divide by C, not C - 1) over the last dimension, in one pass.
+        var, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)   # (..., 1) each
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minillm.attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
+from minillm.attention import KVCache, MultiHeadAttention, causal_padding_mask, padding_mask
 from minillm.layers import (DropPath, LayerScale, RotaryEmbedding, SinusoidalPositionalEncoding, make_ffn,
                             make_norm, swiglu_hidden)
 
@@ -351,7 +351,7 @@ class Seq2Seq(nn.Module):
         T = tgt_in_ids.size(1)
         tgt_mask = padding_mask(tgt_in_ids, self.cfg.pad_id)            # (B, T)
         # Causal AND key padding: query t sees real target tokens at positions <= t.
-        self_mask = causal_mask(T, T, tgt_in_ids.device) & tgt_mask[:, None, :]   # (T, T) & (B, 1, T) -> (B, T, T)
+        self_mask = causal_padding_mask(tgt_mask, T)                    # (B, T, T)
         x = self._embed(tgt_in_ids, 0)                                  # (B, T, C)
         h, _ = self.decoder(x, enc_out, self_mask, src_mask[:, None, :], rotary=self.rotary)
         return self._logits(h)                                          # (B, T, V)
@@ -380,7 +380,7 @@ class Seq2Seq(nn.Module):
         x = self._embed(tgt_ids, start)                                 # (B, T_new, C) at positions start…
         cache.tgt_mask = torch.cat([cache.tgt_mask, padding_mask(tgt_ids, self.cfg.pad_id)], dim=1)  # (B, S_t)
         # subtle: bottom-right-aligned causal mask: the T_new queries are the last T_new of S_t keys.
-        self_mask = causal_mask(T_new, start + T_new, tgt_ids.device) & cache.tgt_mask[:, None, :]  # (B, T_new, S_t)
+        self_mask = causal_padding_mask(cache.tgt_mask, T_new)          # (B, T_new, S_t)
         h, cross = self.decoder(x, None, self_mask, cache.src_mask[:, None, :], cache=cache,
                                 rotary=self.rotary, need_weights=need_weights)
         logits = self._logits(h)                                        # (B, T_new, V)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.attention import (KVCache, MultiHeadAttention, causal_mask, fused_scaled_dot_product_attention,
-                               padding_mask, scaled_dot_product_attention)
+from minillm.attention import (KVCache, MultiHeadAttention, causal_mask, causal_padding_mask,
+                               fused_scaled_dot_product_attention, padding_mask, scaled_dot_product_attention)
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -151,6 +151,15 @@ def test_one_new_query_sees_all_cached_keys():
     assert causal_mask(1, 5).tolist() == [[True] * 5]
     with pytest.raises(ValueError, match="T"):
         causal_mask(3, 2)
+
+
+def test_causal_padding_mask_combines_both():
+    real = torch.tensor([[True, True, True, False], [False, True, True, True]])   # (B, S) keys
+    mask = causal_padding_mask(real, T=2)                                      # last 2 of 4 positions
+    assert mask.tolist() == [
+        [[True, True, True, False], [True, True, True, False]],
+        [[False, True, True, False], [False, True, True, True]],
+    ]
 
 
 def test_padding_mask():
