@@ -19,6 +19,7 @@ Targets: fused >= 1.0x, hand-written >= 0.8x.
 """
 import argparse
 import math
+import os
 import pathlib
 import statistics
 import sys
@@ -154,7 +155,8 @@ def main(argv=None):
     peak = matmul_peak_gflops(device, peak_dtype, 8192 if device.type == "cuda" else 1024)
     with torch.device("meta"):                                     # shapes only: FLOPs need no weights
         flops_tok = Seq2Seq(cfg).flops_per_token(S, T)
-    print(f"device {device} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}, "
+    load = ", load average %.1f (%d cores)" % (os.getloadavg()[0], os.cpu_count()) if hasattr(os, "getloadavg") else ""
+    print(f"device {device} ({torch.get_num_threads()} CPU threads{load}), torch {torch.__version__}, "
           f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, AdamW(fused=True)")
     print(f"config {args.config}: V={cfg.vocab_size} C={cfg.d_model} H={cfg.n_heads} "
           f"layers={cfg.n_encoder_layers}+{cfg.n_decoder_layers} d_ff={cfg.d_ff} dropout={cfg.dropout}; "

@@ -316,3 +316,21 @@ def test_flops_per_token_matches_a_counted_forward(ffn):
     counted = counter.get_total_flops()
     assert model.flops_per_token(S, T, training=False) * B * (S + T) == pytest.approx(counted, rel=1e-9)
     assert model.flops_per_token(S, T) == 3 * model.flops_per_token(S, T, training=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp32_matches_cpu_and_bf16_autocast_trains():
+    model = tiny_model(ffn="swiglu", pos="rope")
+    src, tgt = random_batch(torch.Generator().manual_seed(6), 3, 6, 5)
+    with torch.no_grad():
+        on_cpu = model(src, tgt)
+        model.cuda()
+        on_gpu = model(src.cuda(), tgt.cuda()).cpu()
+    # Loose: another process-wide setting (set_float32_matmul_precision) may turn on TF32, 10-bit mantissas.
+    assert torch.allclose(on_gpu, on_cpu, atol=5e-3, rtol=5e-3)
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(src.cuda(), tgt.cuda())
+    assert logits.dtype == torch.bfloat16
+    F.cross_entropy(logits.float().flatten(0, 1), tgt.cuda().flatten(), ignore_index=0).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
