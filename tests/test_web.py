@@ -1,0 +1,484 @@
+"""The web API, through urllib (and raw sockets for malformed HTTP) against a real server on a free 127.0.0.1 port.
+
+The model is a tiny real Seq2Seq (random weights, seeded) saved with checkpoint.save_model and read back with
+checkpoint.load, exactly as `generate.py --serve` does. Every answer the API gives is compared with what
+generation.generate gives for the same question and settings, so a setting the server dropped (the seed
+project's GUI ignored top-p) makes a test fail.
+"""
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minillm import checkpoint
+from minillm.generation import GenerationConfig, generate
+from minillm.model import ModelConfig, Seq2Seq
+from minillm.tokenizer import BPETokenizer
+from minillm.web import SETTINGS, STATIC_DIR, Limits, TrainingLog, make_server, open_server
+
+TEXTS = [
+    "Anayasa madde 1: Türkiye Devleti bir Cumhuriyettir.",
+    "Temel hak ve özgürlükler ancak kanunla sınırlanabilir.",
+    "Kişi hürriyeti ve güvenliği herkesin hakkıdır.",
+    "Mahkemeler bağımsızdır; hiçbir organ yargı yetkisinin kullanılmasında talimat veremez.",
+] * 3
+QUESTION = "Temel hak ve özgürlükler nasıl sınırlanır?"
+MAX_LEN = 48          # model positions: a question longer than this in tokens is refused
+SERVER_CAP = 20       # the server's max_new_tokens cap in these tests
+
+
+def tiny_checkpoint(directory):
+    """A 2-layer, d_model 32 model with seeded random weights, saved as an inference checkpoint.
+
+    init_std 0.4 (instead of 0.02) makes the random attention visibly uneven, so heatmaps are not uniform."""
+    tok = BPETokenizer.train(TEXTS, vocab_size=300)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2,
+                      d_ff=64, max_len=MAX_LEN, dropout=0.0, init_std=0.4)
+    checkpoint.save_model(directory, Seq2Seq(cfg), tok)
+    return checkpoint.load(directory)
+
+
+def write_log(path, n_steps, eval_every=10, partial_tail=False):
+    """A log.jsonl with the records minillm.trainer writes: one "info", then "train" and "eval" records."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"kind": "info", "step": 0, "params": 52480, "train_pairs": 90, "val_pairs": 10,
+                            "device": "cpu", "precision": "fp32", "world_size": 1}) + "\n")
+        for step in range(1, n_steps + 1):
+            f.write(json.dumps({"step": step, "kind": "train", "loss": 5.0 / step, "lr": 1e-3 * min(1, step / 5),
+                                "grad_norm": 1.0}) + "\n")
+            if step % eval_every == 0:
+                f.write(json.dumps({"step": step, "kind": "eval", "nll": 4.0 / step, "perplexity": 2.0 ** (4 / step),
+                                    "accuracy": 0.1, "bleu": float(step), "chrf": 2.0 * step}) + "\n")
+        f.write(json.dumps({"step": n_steps, "kind": "skip", "loss": float("nan"), "grad_norm": float("inf")}) + "\n")
+        if partial_tail:  # a trainer caught mid-write
+            f.write('{"step": 999, "kind": "tra')
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """A server in a background thread; yields a namespace with its base URL, model, tokenizer and server."""
+    directory = tmp_path_factory.mktemp("ckpt")
+    model, tok = tiny_checkpoint(directory)
+    log_path = directory / "log.jsonl"
+    write_log(log_path, 30, partial_tail=True)
+    limits = Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
+    server = make_server(model, tok, "127.0.0.1", 0, log_path, limits, directory, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+
+    class App:
+        pass
+
+    a = App()
+    a.server, a.model, a.tok, a.log_path, a.dir = server, model, tok, log_path, directory
+    a.host, a.port, a.url = host, port, f"http://{host}:{port}"
+    yield a
+    server.shutdown()
+    server.server_close()
+
+
+def call(app, method, path, body=None, raw=None, headers=None):
+    """(status, headers, parsed JSON or bytes) of one request; errors are returned, not raised."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(app.url + path, data=data, method=method, headers=headers or {})
+    if data is not None and not (headers and "Content-Type" in headers):
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, hdrs, payload = resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as err:
+        status, hdrs, payload = err.code, err.headers, err.read()
+    if hdrs.get("Content-Type", "").startswith("application/json"):
+        payload = json.loads(payload)
+    return status, hdrs, payload
+
+
+def raw_http(app, request_bytes):
+    """Send raw bytes on a socket and return (status, JSON body): for requests urllib refuses to build."""
+    with socket.create_connection((app.host, app.port), timeout=30) as sock:
+        sock.sendall(request_bytes)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+def alive(app):
+    """The server still answers a normal request correctly."""
+    status, _, info = call(app, "GET", "/api/info")
+    return status == 200 and info["num_params"] == app.model.num_params()
+
+
+def direct(app, question, **settings):
+    """What generation.generate answers for the same question and settings, called in-process."""
+    return generate(app.model, app.tok, [question], GenerationConfig(**settings), return_details=True)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Valid requests
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_info_reports_config_parameters_and_limits(app):
+    status, headers, info = call(app, "GET", "/api/info")
+    assert status == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
+    assert info["model_config"] == dataclasses.asdict(app.model.cfg)
+    assert info["num_params"] == sum(p.numel() for p in app.model.parameters())
+    assert info["vocab_size"] == app.tok.vocab_size
+    assert info["limits"]["max_new_tokens"] == SERVER_CAP
+    assert info["defaults"]["max_new_tokens"] == SERVER_CAP  # GenerationConfig's 64, capped by the server
+    assert set(info["defaults"]) == set(SETTINGS)
+
+
+def test_generate_matches_the_library_with_details(app):
+    status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, "max_new_tokens": 8})
+    assert status == 200
+    ref = direct(app, QUESTION, max_new_tokens=8)
+    assert body["answer"] == ref.text and body["ids"] == ref.ids
+    assert body["src_tokens"] == ref.src_tokens and body["src_tokens"][:-1] == [
+        app.tok.id_to_token_str(i) for i in app.tok.encode(QUESTION)]  # the question's tokens, then <eos>
+    assert body["tgt_tokens"] == [app.tok.id_to_token_str(i) for i in ref.ids]
+    assert body["token_probs"] == pytest.approx(ref.token_probs, abs=1e-5)
+    L, H = app.model.cfg.n_decoder_layers, app.model.cfg.n_heads
+    att = torch.tensor(body["cross_attention"], dtype=torch.float64)
+    T, S = len(body["ids"]), len(body["src_tokens"])
+    assert att.shape == (L, H, T, S)
+    assert torch.allclose(att, ref.cross_attention.double(), atol=6e-5)  # 4 decimals on the wire
+    assert torch.allclose(att.sum(-1), torch.ones(L, H, T, dtype=att.dtype), atol=S * 6e-5)  # softmax rows
+    assert body["settings"]["max_new_tokens"] == 8 and body["settings"]["strategy"] == "greedy"
+
+
+@pytest.mark.parametrize("settings", [
+    dict(strategy="sample", temperature=0.7, top_k=20, top_p=0.9, seed=3, max_new_tokens=10),
+    dict(strategy="sample", temperature=2.0, seed=11, repetition_penalty=1.3, no_repeat_ngram_size=2),
+    dict(strategy="beam", num_beams=3, length_penalty=0.6, max_new_tokens=6),
+    dict(strategy="greedy", repetition_penalty=2.0, max_new_tokens=12),
+])
+def test_every_setting_reaches_generate(app, settings):
+    status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, **settings})
+    assert status == 200
+    expected = {**{k: v for k, v in dataclasses.asdict(GenerationConfig()).items() if k in SETTINGS},
+                "max_new_tokens": SERVER_CAP, **settings}
+    assert body["settings"] == expected
+    assert body["ids"] == direct(app, QUESTION, **expected).ids
+
+
+def test_top_k_and_top_p_change_the_sampled_answer(app):
+    """Hot sampling (temperature 5 over ~300 tokens) is near uniform; top_k=1 or a tiny top_p keeps only the most
+    likely token, which turns sampling into greedy decoding. So a server that dropped either field fails here."""
+    greedy = call(app, "POST", "/api/generate", {"question": QUESTION, "max_new_tokens": 8})[2]["ids"]
+    hot = dict(question=QUESTION, strategy="sample", temperature=5.0, seed=1, max_new_tokens=8)
+    assert call(app, "POST", "/api/generate", hot)[2]["ids"] != greedy
+    assert call(app, "POST", "/api/generate", {**hot, "top_k": 1})[2]["ids"] == greedy
+    assert call(app, "POST", "/api/generate", {**hot, "top_p": 1e-6})[2]["ids"] == greedy
+
+
+def test_lone_surrogates_survive_the_round_trip(app):
+    """JSON may carry a lone surrogate, the byte-level tokenizer encodes it, and the reply must still be JSON."""
+    question = "Anayasa \ud800 nedir?"
+    status, _, body = call(app, "POST", "/api/generate", {"question": question, "max_new_tokens": 3})
+    assert status == 200 and body["question"] == question
+    assert body["ids"] == direct(app, question, max_new_tokens=3).ids
+
+
+def test_max_new_tokens_cap_is_enforced(app):
+    status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, "max_new_tokens": SERVER_CAP})
+    assert status == 200 and len(body["ids"]) <= SERVER_CAP
+    status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, "max_new_tokens": SERVER_CAP + 1})
+    assert status == 400 and "max_new_tokens" in body["error"]
+    status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION})
+    assert status == 200 and body["settings"]["max_new_tokens"] == SERVER_CAP
+
+
+def test_cap_never_exceeds_the_models_positions(app):
+    """A server limit above the model's max_len is lowered to it: the decoder has no position beyond."""
+    server = make_server(app.model, app.tok, port=0, limits=Limits(max_new_tokens=10_000), quiet=True)
+    try:
+        assert server.service.limits.max_new_tokens == MAX_LEN
+    finally:
+        server.server_close()
+
+
+def test_metrics_skip_a_half_written_line_and_refresh(app, tmp_path):
+    status, _, data = call(app, "GET", "/api/metrics")
+    assert status == 200
+    assert len(data["records"]) == 1 + 30 + 3 + 1 and data["skipped_lines"] == 1
+    skip = data["records"][-1]  # NaN and Infinity are not JSON: they arrive as null
+    assert skip["kind"] == "skip" and skip["loss"] is None and skip["grad_norm"] is None
+    assert [r["step"] for r in data["records"] if r["kind"] == "eval"] == [10, 20, 30]
+    # A run that goes on: the next read sees the new lines and a new version.
+    log = TrainingLog(tmp_path / "log.jsonl")
+    assert log.read()["records"] == [] and log.read()["version"] is None
+    write_log(tmp_path / "log.jsonl", 5)
+    first = log.read()
+    with open(tmp_path / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": 6, "kind": "train", "loss": 0.5, "lr": 1e-3}) + "\n")
+    second = log.read()
+    assert len(second["records"]) == len(first["records"]) + 1 and second["version"] != first["version"]
+
+
+def test_static_page_is_self_contained(app):
+    status, headers, html = call(app, "GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    html = html.decode()
+    assert 'src="/static/app.js"' in html and 'href="/static/style.css"' in html
+    for name in ("app.js", "style.css"):
+        status, headers, body = call(app, "GET", f"/static/{name}")
+        assert status == 200 and body == (STATIC_DIR / name).read_bytes()
+    # Nothing is fetched from the internet: the only absolute URL is the SVG namespace name.
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC_DIR / name).read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+
+
+def test_open_server_binds_localhost_and_finds_the_log(app):
+    server = open_server(app.dir, port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert server.training_log.path == app.log_path
+        assert server.service.model.num_params() == app.model.num_params()
+    finally:
+        server.server_close()
+
+
+def test_generate_py_serve_prints_its_address_and_stops_on_ctrl_c(app):
+    """The command line end to end: `generate.py --serve` binds 127.0.0.1, prints the address, answers there,
+    and Ctrl-C (SIGINT) stops it cleanly."""
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, str(repo / "generate.py"), "--checkpoint", str(app.dir), "--serve",
+                             "--port", "0", "--device", "cpu"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    watchdog = threading.Timer(120, proc.kill)  # a hung server must not hang the suite
+    watchdog.start()
+    try:
+        lines = []
+        while not lines or "serving on" not in lines[-1]:
+            line = proc.stdout.readline()
+            assert line, f"exited early: {lines} {proc.stderr.read()}"
+            lines.append(line)
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", lines[-1])
+        assert url, lines
+        with urllib.request.urlopen(url.group(0) + "api/info", timeout=60) as resp:
+            assert json.loads(resp.read())["num_params"] == app.model.num_params()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in out, err
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad requests: each kind gets a 4xx with a JSON error, and the server keeps serving
+# ----------------------------------------------------------------------------------------------------------------
+
+LONG_IN_TOKENS = "Anayasa " * 40  # 320 characters (under the 400 limit) but far more than 48 tokens
+
+BAD_GENERATE = [
+    # (body as sent, expected status, a word the error must contain)
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"question": "a", "temperature": NaN}', 400, "'temperature' must be finite"),
+    (b'{"question": "a", "top_p": -Infinity}', 400, "'top_p' must be finite"),
+    (b'{"question": "a", "seed": ' + b"9" * 5000 + b"}", 400, "not acceptable JSON"),
+    (b"\xff\xfe{}", 400, "UTF-8"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'"just a string"', 400, "JSON object"),
+    (b"{}", 400, "question"),
+    (json.dumps({"question": 12}).encode(), 400, "question"),
+    (json.dumps({"question": ""}).encode(), 400, "empty"),
+    (json.dumps({"question": "   \n"}).encode(), 400, "empty"),
+    (json.dumps({"question": "x" * 401}).encode(), 400, "401 characters"),
+    (json.dumps({"question": LONG_IN_TOKENS}).encode(), 400, "tokens long"),
+    (json.dumps({"question": "a", "topp": 0.5}).encode(), 400, "topp"),
+    (json.dumps({"question": "a", "strategy": "nucleus"}).encode(), 400, "strategy"),
+    (json.dumps({"question": "a", "temperature": "hot"}).encode(), 400, "temperature"),
+    (json.dumps({"question": "a", "temperature": 0}).encode(), 400, "temperature"),
+    (json.dumps({"question": "a", "temperature": 10.5}).encode(), 400, "temperature"),
+    (json.dumps({"question": "a", "top_k": 1.5}).encode(), 400, "top_k"),
+    (json.dumps({"question": "a", "top_k": True}).encode(), 400, "top_k"),
+    (json.dumps({"question": "a", "top_k": -1}).encode(), 400, "top_k"),
+    (json.dumps({"question": "a", "top_k": 301}).encode(), 400, "top_k"),
+    (json.dumps({"question": "a", "top_p": 0}).encode(), 400, "top_p"),
+    (json.dumps({"question": "a", "top_p": 1.01}).encode(), 400, "top_p"),
+    (json.dumps({"question": "a", "num_beams": 0}).encode(), 400, "num_beams"),
+    (json.dumps({"question": "a", "num_beams": 5}).encode(), 400, "num_beams"),
+    (json.dumps({"question": "a", "max_new_tokens": 0}).encode(), 400, "max_new_tokens"),
+    (json.dumps({"question": "a", "max_new_tokens": None}).encode(), 400, "max_new_tokens"),
+    (json.dumps({"question": "a", "seed": "x"}).encode(), 400, "seed"),
+    (json.dumps({"question": "a", "seed": -1}).encode(), 400, "seed"),
+    (json.dumps({"question": "a", "seed": 10 ** 400}).encode(), 400, "'seed' must be in"),
+    (json.dumps({"question": "a", "length_penalty": [1]}).encode(), 400, "length_penalty"),
+    (json.dumps({"question": "a", "x": 1}).encode() + b" " * 8192, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("raw, status, word", BAD_GENERATE, ids=[str(i) for i in range(len(BAD_GENERATE))])
+def test_bad_generate_requests(app, raw, status, word):
+    got, headers, body = call(app, "POST", "/api/generate", raw=raw)
+    assert got == status and headers["Content-Type"].startswith("application/json")
+    assert word in body["error"]
+
+
+BAD_PATHS = [
+    ("GET", "/nope", 404), ("GET", "/api/nope", 404), ("GET", "/static/", 404), ("GET", "/static/missing.js", 404),
+    ("GET", "/api/generate", 405), ("POST", "/api/info", 405), ("DELETE", "/api/metrics", 405),
+    ("PUT", "/", 405), ("POST", "/static/app.js", 405),
+    ("GET", "/static/../web.py", 403), ("GET", "/static/%2e%2e/web.py", 403),
+    ("GET", "/static/..%2fweb.py", 403), ("GET", "/static/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", 403),
+    ("GET", "/static/..%5cweb.py", 403), ("GET", "/static/app.js%00.html", 403),
+    ("GET", "/static/%ff%fe", 400), ("GET", "/static//etc/passwd", 404), ("GET", "/../minillm/web.py", 404),
+]
+
+
+@pytest.mark.parametrize("method, path, status", BAD_PATHS)
+def test_bad_paths_and_methods(app, method, path, status):
+    got, headers, body = call(app, method, path)
+    assert got == status and "error" in body, (path, got, body)
+
+
+def test_malformed_http_is_answered_in_json(app):
+    status, body = raw_http(app, b"GARBAGE IN THE LINE HTTP/1.0\r\n\r\n")
+    assert status == 400 and "error" in body
+    status, body = raw_http(app, b"BREW /api/info HTTP/1.0\r\n\r\n")
+    assert status == 501 and "error" in body
+    # No Content-Length, a non-numeric one, and one past the limit (the body is still sent).
+    status, body = raw_http(app, b"POST /api/generate HTTP/1.0\r\n\r\n")
+    assert status == 411
+    status, body = raw_http(app, b"POST /api/generate HTTP/1.0\r\nContent-Length: 12abc\r\n\r\n")
+    assert status == 400 and "Content-Length" in body["error"]
+    big = b"x" * 200_000
+    status, body = raw_http(app, b"POST /api/generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+    assert status == 413 and "200000 bytes" in body["error"]
+    assert alive(app)
+
+
+def test_busy_model_gives_503_not_a_hang(app):
+    server = make_server(app.model, app.tok, port=0, limits=Limits(lock_wait_s=0.05), quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/generate"
+        with server.service.lock:  # as if another request were generating
+            req = urllib.request.Request(url, data=json.dumps({"question": "a"}).encode(), method="POST")
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=30)
+            assert err.value.code == 503 and "busy" in json.loads(err.value.read())["error"]
+        with urllib.request.urlopen(req, timeout=60) as resp:  # the lock is free again
+            assert resp.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Property tests: a few hundred generated bad requests. Only requests that fail validation are generated, so
+# none of them runs the model and the whole batch takes about a second.
+
+BAD_VALUES = {
+    "strategy": st.one_of(st.text(max_size=8).filter(lambda s: s not in ("greedy", "sample", "beam")),
+                          st.integers(), st.none()),
+    "max_new_tokens": st.one_of(st.integers(max_value=0), st.integers(min_value=SERVER_CAP + 1),
+                                st.floats(allow_nan=False), st.booleans(), st.text(max_size=3)),
+    "temperature": st.one_of(st.floats(max_value=0.0), st.floats(min_value=10.0, exclude_min=True),
+                             st.text(max_size=3), st.none(), st.booleans()),
+    "top_k": st.one_of(st.integers(max_value=-1), st.integers(min_value=301), st.floats(allow_nan=False),
+                       st.booleans(), st.lists(st.integers(), max_size=2)),
+    "top_p": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0, exclude_min=True), st.none(),
+                       st.text(max_size=3)),
+    "num_beams": st.one_of(st.integers(max_value=0), st.integers(min_value=5), st.floats(allow_nan=False)),
+    "length_penalty": st.one_of(st.floats(max_value=0.0, exclude_max=True), st.floats(min_value=5.0,
+                                                                                      exclude_min=True)),
+    "repetition_penalty": st.one_of(st.floats(max_value=0.0), st.floats(min_value=10.0, exclude_min=True)),
+    "no_repeat_ngram_size": st.one_of(st.integers(max_value=-1), st.integers(min_value=11), st.booleans()),
+    "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63), st.text(max_size=3)),
+}
+bad_field = st.sampled_from(sorted(BAD_VALUES)).flatmap(lambda name: st.tuples(st.just(name), BAD_VALUES[name]))
+
+
+@settings(max_examples=200)
+@given(bad=bad_field, question=st.text(alphabet="abcçğış ?1", min_size=1, max_size=20).filter(str.strip))
+def test_property_one_bad_field_is_named(app, bad, question):
+    name, value = bad
+    status, _, body = call(app, "POST", "/api/generate", {"question": question, name: value})
+    assert status == 400 and f"'{name}'" in body["error"]
+
+
+@settings(max_examples=100)
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
+       | st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                      lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids,
+                                                                                 max_size=3),
+                      max_leaves=8).map(lambda v: json.dumps(v).encode()))
+def test_property_junk_bodies_get_400(app, raw):
+    status, headers, body = call(app, "POST", "/api/generate", raw=raw)
+    assert status == 400 and headers["Content-Type"].startswith("application/json") and body["error"]
+
+
+@settings(max_examples=60)
+@given(path=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30))
+def test_property_random_static_paths_never_escape(app, path):
+    quoted = "/static/" + urllib.parse.quote(path, safe="/.")
+    status, _, body = call(app, "GET", quoted)
+    if status == 200:  # only the page's own files are ever served
+        assert any(body == p.read_bytes() for p in STATIC_DIR.iterdir())
+    else:
+        assert status in (400, 403, 404) and body["error"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Concurrency
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_concurrent_requests_match_sequential_answers(app):
+    """Eight generating threads (sampled with seeds, greedy, beam) and eight reading threads at once: every
+    answer equals the one the library gives alone, and the server still answers afterwards."""
+    jobs = [dict(strategy="sample", seed=s, temperature=1.5, max_new_tokens=6) for s in range(4)]
+    jobs += [dict(strategy="greedy", max_new_tokens=6), dict(strategy="beam", num_beams=2, max_new_tokens=5)] * 2
+    results, errors = [None] * len(jobs), []
+
+    def ask(i):
+        try:
+            results[i] = call(app, "POST", "/api/generate", {"question": QUESTION, **jobs[i]})
+        except Exception as exc:  # collected, asserted below (an exception in a thread would be lost)
+            errors.append(exc)
+
+    def read(path):
+        try:
+            status, _, _ = call(app, "GET", path)
+            assert status == 200
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(jobs))]
+    threads += [threading.Thread(target=read, args=(p,)) for p in ("/api/info", "/api/metrics", "/") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    for job, (status, _, body) in zip(jobs, results):
+        assert status == 200
+        assert body["ids"] == direct(app, QUESTION, **job).ids, job
+    assert alive(app)
