@@ -175,15 +175,21 @@ def no_repeat_ngram_filter(logits: torch.Tensor, prev_ids: torch.Tensor, n: int)
     return logits.masked_fill(banned > 0, float("-inf"))
 
 
+def never_generated(vocab_size: int, ids: tuple[int, ...], device) -> torch.Tensor:
+    """(V,) additive row: -inf at ``ids`` (<pad>, <bos>: never valid answer tokens), 0 elsewhere."""
+    row = torch.zeros(vocab_size, device=device)
+    row[list(ids)] = float("-inf")
+    return row
+
+
 def process_logits(logits: torch.Tensor, prev_ids: torch.Tensor, gcfg: GenerationConfig,
-                   banned_ids: tuple[int, ...]) -> torch.Tensor:
+                   never: torch.Tensor) -> torch.Tensor:
     """All processors of ``gcfg`` in the usual order (penalties first, then temperature, top-k, top-p, as
-    Hugging Face's generate does). ``banned_ids`` (<pad>, <bos>) are never valid answer tokens.
+    Hugging Face's generate does), after adding ``never`` (see ``never_generated``).
     Temperature, top-k and top-p only change sampling: they never remove or demote the argmax, so greedy and
-    beam search skip them (beam search scores with the model's own log-probabilities)."""
-    logits = logits.clone() if banned_ids else logits
-    if banned_ids:
-        logits[:, list(banned_ids)] = float("-inf")
+    beam search skip them (beam search scores with the model's own log-probabilities).
+    Each processor that is off costs nothing: on the greedy hot path this is one addition over (B, V)."""
+    logits = logits + never                                                   # (B, V) + (V,): a new tensor
     logits = apply_repetition_penalty(logits, prev_ids, gcfg.repetition_penalty)
     logits = no_repeat_ngram_filter(logits, prev_ids, gcfg.no_repeat_ngram_size)
     if gcfg.strategy == "sample":
@@ -195,9 +201,14 @@ def process_logits(logits: torch.Tensor, prev_ids: torch.Tensor, gcfg: Generatio
 
 def check_finite(logits: torch.Tensor, step: int) -> None:
     """Fail loudly on NaN/inf logits: sampling from them would silently return garbage (multinomial on NaN
-    probabilities picks arbitrary tokens or raises a cryptic error deep inside torch)."""
-    if not torch.isfinite(logits).all():
-        rows = (~torch.isfinite(logits)).any(dim=-1).nonzero().flatten().tolist()
+    probabilities picks arbitrary tokens or raises a cryptic error deep inside torch).
+
+    subtle: one pass over (B, V) instead of isfinite(), which costs several: a row's SUM is finite exactly when
+    every entry is (NaN and +-inf propagate), except that finite logits beyond ~1e34 would overflow it -- no
+    working model produces those, and we would rather call them corrupt too."""
+    row_ok = torch.isfinite(logits.sum(dim=-1))                               # (B,)
+    if not bool(row_ok.all()):
+        rows = (~row_ok).nonzero().flatten().tolist()
         raise FloatingPointError(
             f"the model produced non-finite logits (NaN or inf) at decoding step {step} for batch rows {rows}; "
             "the checkpoint's weights are probably corrupt (a diverged training run?)")
@@ -287,12 +298,15 @@ def _greedy_or_sample(model, src: torch.Tensor, gcfg: GenerationConfig, sp: _Spe
     tokens[:, 0] = sp.bos
     rows = list(range(B))                           # original row index of each row still decoding
     results: list = [None] * B
-    banned = (sp.pad, sp.bos)
+    never = None
     for t in range(gcfg.max_new_tokens):
         logits = dec.step(tokens[:, :t + 1])                                  # (B, V)
         check_finite(logits, t)
-        logits = process_logits(logits, tokens[:, :t + 1], gcfg, banned)
-        check_not_empty(logits, t)
+        if never is None:
+            never = never_generated(logits.size(-1), (sp.pad, sp.bos), logits.device)
+        logits = process_logits(logits, tokens[:, :t + 1], gcfg, never)
+        if gcfg.no_repeat_ngram_size:                 # the only processor that can rule out every token
+            check_not_empty(logits, t)
         if gcfg.strategy == "greedy":
             next_ids = logits.argmax(dim=-1)                                  # (B,)
         else:
@@ -365,13 +379,16 @@ def _beam_search(model, src: torch.Tensor, gcfg: GenerationConfig, sp: _Special)
     items = list(range(B))                # original question index of each question still searching
     hyps: list[list] = [[] for _ in range(B)]
     rank = torch.arange(2 * K, device=device)                                # (2K,)
-    banned = (sp.pad, sp.bos)
+    never = None
     for t in range(max_new):
         nB = len(items)
         logits = dec.step(tokens[:, :t + 1])                                 # (nB*K, V)
         check_finite(logits, t)
-        logits = process_logits(logits, tokens[:, :t + 1], gcfg, banned)
-        check_not_empty(logits, t)
+        if never is None:
+            never = never_generated(logits.size(-1), (sp.pad, sp.bos), logits.device)
+        logits = process_logits(logits, tokens[:, :t + 1], gcfg, never)
+        if gcfg.no_repeat_ngram_size:
+            check_not_empty(logits, t)
         V = logits.size(-1)
         log_probs = logits.log_softmax(dim=-1)                               # (nB*K, V)
         cand = (beam_scores.view(-1, 1) + log_probs).view(nB, K * V)         # (nB, K*V) every extension
@@ -446,8 +463,9 @@ def token_details(model, src: torch.Tensor, answers: list[list[int]], gcfg: Gene
     logits, cross = model.decode_step(hist[:, :T], cache, need_weights=True)  # (B, T, V), L x (B, H, T, S)
     cross = torch.stack(cross, dim=1)                                         # (B, L, H, T, S)
     probs = torch.empty(B, T, device=src.device)
+    never = never_generated(logits.size(-1), (sp.pad, sp.bos), src.device)
     for t in range(T):
-        step_logits = process_logits(logits[:, t, :].float(), hist[:, :t + 1], gcfg, (sp.pad, sp.bos))
+        step_logits = process_logits(logits[:, t, :].float(), hist[:, :t + 1], gcfg, never)
         probs[:, t] = step_logits.softmax(dim=-1).gather(1, hist[:, t + 1:t + 2]).squeeze(1)
     src_len = src_mask.sum(dim=1).tolist()                                    # real source tokens per row
     return [(probs[i, :len(a)].tolist(), cross[i, :, :, :len(a), :src_len[i]].float().cpu())
@@ -462,6 +480,10 @@ def token_details(model, src: torch.Tensor, answers: list[list[int]], gcfg: Gene
 def decode_ids(model, src_ids: list[list[int]], gcfg: GenerationConfig) -> list[tuple[list[int], bool]]:
     """Generate for already tokenised sources. Returns, per source, (answer ids without <bos>/<eos>, whether
     it ended at <eos>). The model must be in eval mode (``generate`` sees to that)."""
+    if gcfg.max_new_tokens > model.cfg.max_len:
+        # The decoder reads <bos> + all but the last answer token: max_new_tokens positions in all.
+        raise ValueError(f"max_new_tokens = {gcfg.max_new_tokens} needs more decoder positions than the model "
+                         f"has (max_len = {model.cfg.max_len})")
     device = next(model.parameters()).device
     sp = _special_ids(model)
     src = pad_source(src_ids, sp.pad, device)                                 # (B, S)

@@ -419,6 +419,8 @@ def test_generate_rejects_bad_input(tokenizer):
         generate(model, tokenizer, "tek soru")
     with pytest.raises(ValueError, match="non-empty"):
         generate(model, tokenizer, ["soru", "  "])
+    with pytest.raises(ValueError, match="max_len = 64"):
+        generate(model, tokenizer, ["soru"], GenerationConfig(max_new_tokens=65))
     for bad in (dict(strategy="nucleus"), dict(top_p=0.0), dict(top_k=-1), dict(num_beams=0),
                 dict(max_new_tokens=0), dict(repetition_penalty=0.0)):
         with pytest.raises(ValueError, match="GenerationConfig"):

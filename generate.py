@@ -1,0 +1,134 @@
+"""Answer questions with a trained minillm checkpoint (or serve the web page for it).
+
+    python generate.py --checkpoint runs/small "Kira sözleşmesi nasıl feshedilir?"
+    python generate.py --checkpoint runs/small "soru 1" "soru 2"          # one answer per line, in order
+    python generate.py --checkpoint runs/small --input questions.txt      # one question per line
+    cat questions.txt | python generate.py --checkpoint runs/small        # questions from stdin
+    python generate.py --checkpoint runs/small                            # interactive prompt (in a terminal)
+    python generate.py --checkpoint runs/small --strategy beam --beams 4 "soru"
+    python generate.py --checkpoint runs/small --strategy sample --temperature 0.8 --top-p 0.9 --seed 1 "soru"
+    python generate.py --checkpoint runs/small --serve [--host 127.0.0.1] [--port 8000]
+
+Each flag maps to a field of minillm.generation.GenerationConfig; the script only parses arguments and calls
+the library (minillm.checkpoint.load, minillm.generation.generate, minillm.web.serve).
+"""
+import argparse
+import sys
+
+import torch
+
+from minillm.checkpoint import CheckpointError, load
+from minillm.generation import STRATEGIES, GenerationConfig, generate
+
+DEFAULTS = GenerationConfig()
+# flag -> GenerationConfig field, with its type; the defaults are GenerationConfig's own.
+FLAGS = {
+    "--strategy": ("strategy", str), "--max-new-tokens": ("max_new_tokens", int),
+    "--temperature": ("temperature", float), "--top-k": ("top_k", int), "--top-p": ("top_p", float),
+    "--beams": ("num_beams", int), "--length-penalty": ("length_penalty", float),
+    "--repetition-penalty": ("repetition_penalty", float), "--no-repeat-ngram": ("no_repeat_ngram_size", int),
+    "--seed": ("seed", int),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("questions", nargs="*", help="questions to answer (none: --input, stdin or a prompt)")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="checkpoint directory written by train.py or minillm.checkpoint.save_model (or a .pt file)")
+    p.add_argument("--input", metavar="FILE", help="read questions from FILE, one per line (blank lines skipped)")
+    for flag, (name, kind) in FLAGS.items():
+        p.add_argument(flag, dest=name, type=kind, default=getattr(DEFAULTS, name),
+                       choices=STRATEGIES if name == "strategy" else None,
+                       metavar=None if name == "strategy" else name.upper(),
+                       help=f"GenerationConfig.{name} (default: {getattr(DEFAULTS, name)})")
+    p.add_argument("--batch-size", type=int, default=32, help="questions decoded together (default: 32)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when available, else cpu")
+    p.add_argument("--serve", action="store_true", help="serve the web page for the checkpoint (minillm.web)")
+    p.add_argument("--host", default="127.0.0.1", help="--serve: address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="--serve: port (default: 8000)")
+    return p
+
+
+def read_questions(args, parser) -> list[str] | None:
+    """Questions from the arguments, then --input; else stdin when it is not a terminal; None = interactive."""
+    questions = list(args.questions)
+    if args.input is not None:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                questions += [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            parser.error(f"--input {args.input}: cannot read questions ({e})")
+    if questions:
+        return questions
+    if args.input is None and not sys.stdin.isatty():
+        return [line.strip() for line in sys.stdin if line.strip()]
+    if args.input is not None:
+        parser.error(f"--input {args.input}: the file holds no questions")
+    return None
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)                 # unknown flags and wrong types exit here with a message
+    settings = {name: getattr(args, name) for name, _ in FLAGS.values()}
+    try:
+        gcfg = GenerationConfig(**settings)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available (use --device cpu)")
+    if args.serve:
+        if args.questions or args.input:
+            parser.error("--serve takes no questions (ask them on the page)")
+        from minillm import web
+        try:
+            web.serve(args.checkpoint, host=args.host, port=args.port, device=device)
+        except (OSError, CheckpointError, ValueError, KeyError, TypeError) as e:
+            print(f"generate.py: error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    try:
+        model, tokenizer = load(args.checkpoint, device=device)
+    except (OSError, CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        # RuntimeError: load_state_dict's "size mismatch" / "missing keys", i.e. an incompatible checkpoint,
+        # whose message runs over many lines; its first two say what is wrong. One line, no traceback.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        print(f"generate.py: error: cannot load checkpoint {args.checkpoint}: {' '.join(lines[:2])}",
+              file=sys.stderr)
+        return 1
+
+    questions = read_questions(args, parser)
+    try:
+        if questions is not None:
+            for answer in generate(model, tokenizer, questions, gcfg, batch_size=args.batch_size):
+                print(answer.text, flush=True)
+            return 0
+        print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {gcfg.strategy}). "
+              "Bir soru yazın; çıkmak için Ctrl-D.", file=sys.stderr)
+        while True:
+            print("soru> ", end="", file=sys.stderr, flush=True)   # the prompt on stderr: stdout holds answers
+            line = sys.stdin.readline()
+            if not line:                                              # Ctrl-D: end of input
+                print(file=sys.stderr)
+                return 0
+            question = line.strip()
+            if question:
+                print(generate(model, tokenizer, [question], gcfg)[0].text, flush=True)
+    except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
+        print(f"generate.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""generate.py against a tiny checkpoint written by save_model: every way of giving questions prints what
+minillm.generation.generate answers; bad checkpoints and bad flags end with a clear message and a non-zero exit
+code, never a traceback.
+
+Starting Python and torch costs seconds, so only what needs a real process runs as one (arguments, --input,
+stdin, a terminal, an exit code); the flag-by-flag checks call the script's main() in this process."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minillm.checkpoint import load, save_model
+from minillm.generation import GenerationConfig, generate
+from minillm.model import ModelConfig, Seq2Seq
+from minillm.tokenizer import BPETokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUESTIONS = ["Kanun önünde herkes eşit midir?", "Mahkemeler bağımsız mıdır?", "Kira sözleşmesi nedir?"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    texts = ["Anayasa madde 1: Türkiye Devleti bir Cumhuriyettir.", "Kanun önünde herkes eşittir.",
+             "Mahkemeler bağımsızdır.", "Kira sözleşmesi, kiralananın kullanılmasını bırakmaktır."]
+    tok = BPETokenizer.train(texts * 3, vocab_size=320)
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=2, n_encoder_layers=1,
+                                n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=64, tie_embeddings=False))
+    with torch.no_grad():                      # varied random answers (see tests/test_generation.py)
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+    directory = tmp_path_factory.mktemp("ckpt")
+    save_model(directory, model, tok)
+    return directory
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("generate_script", os.path.join(REPO, "generate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = load_script()
+
+
+def expected(ckpt, questions, **settings):
+    model, tok = load(ckpt)
+    return [a.text for a in generate(model, tok, questions, GenerationConfig(**settings))]
+
+
+def run(*args, stdin=None):
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, os.path.join(REPO, "generate.py"), *map(str, args)], input=stdin,
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=REPO, env=env)
+
+
+def test_questions_from_arguments_then_file_and_from_stdin(ckpt, tmp_path):
+    want = expected(ckpt, QUESTIONS, max_new_tokens=8)
+    assert any(want) and len(set(want)) > 1               # the check below can tell answers apart
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join([QUESTIONS[1], "", QUESTIONS[2]]) + "\n", encoding="utf-8")
+    out = run("--checkpoint", ckpt, "--max-new-tokens", 8, QUESTIONS[0], "--input", qfile)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == want                 # one answer per line, in order
+    from_stdin = run("--checkpoint", ckpt, "--max-new-tokens", 8, stdin="\n".join(QUESTIONS) + "\n")
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_stdin.stdout.splitlines() == want
+
+
+def test_missing_checkpoint_is_a_clear_error_with_exit_code_1(tmp_path):
+    out = run("--checkpoint", tmp_path / "missing", "soru")
+    assert out.returncode == 1
+    assert "error" in out.stderr and "no model.pt" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_interactive_prompt_in_a_terminal(ckpt):
+    want = expected(ckpt, QUESTIONS[:2], max_new_tokens=8)
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "generate.py"), "--checkpoint", str(ckpt),
+                             "--max-new-tokens", "8"], stdin=follower, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    os.close(follower)
+    os.write(leader, (QUESTIONS[0] + "\n\n" + QUESTIONS[1] + "\n").encode("utf-8"))   # a blank line is skipped
+    os.write(leader, b"\x04")                                     # Ctrl-D at the next prompt: end of input
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, err
+    assert out.decode("utf-8").splitlines() == want
+    assert err.decode("utf-8").count("soru>") == 4                # asked again after each line, then Ctrl-D
+
+
+# --- in process: main(argv) ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags,settings", [
+    (["--strategy", "beam", "--beams", "3", "--length-penalty", "0.5"],
+     dict(strategy="beam", num_beams=3, length_penalty=0.5)),
+    (["--strategy", "sample", "--temperature", "1.3", "--top-k", "20", "--top-p", "0.9", "--seed", "4",
+      "--repetition-penalty", "1.2", "--no-repeat-ngram", "2"],
+     dict(strategy="sample", temperature=1.3, top_k=20, top_p=0.9, seed=4, repetition_penalty=1.2,
+          no_repeat_ngram_size=2)),
+])
+def test_flags_reach_the_generation_config(ckpt, capsys, flags, settings):
+    want = expected(ckpt, QUESTIONS, max_new_tokens=10, **settings)
+    assert want != expected(ckpt, QUESTIONS, max_new_tokens=10)    # the flags change the answers
+    code = SCRIPT.main(["--checkpoint", str(ckpt), "--max-new-tokens", "10", "--device", "cpu", *flags,
+                        *QUESTIONS])
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == want
+
+
+def test_broken_or_incompatible_checkpoint_is_a_clear_error(ckpt, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.pt").write_bytes(b"not a checkpoint")
+    assert SCRIPT.main(["--checkpoint", str(broken), "soru"]) == 1
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    # Weights of one shape under a config of another: load_state_dict refuses; the script says so in one line.
+    model, tok = load(ckpt)
+    model.cfg = ModelConfig(**{**model.cfg.__dict__, "d_model": 16, "d_ff": 32})
+    save_model(tmp_path / "mismatch", model, tok)
+    assert SCRIPT.main(["--checkpoint", str(tmp_path / "mismatch"), "soru"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load checkpoint" in err and "size mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--strategy", "sample", "--temperature", "0", "soru"], "use strategy='greedy'"),
+    (["--top-p", "yarım", "soru"], "--top-p: invalid float value"),
+    (["--beam-width", "3", "soru"], "unrecognized arguments"),
+    (["--strategy", "nucleus", "soru"], "invalid choice"),
+    (["--top-p", "1.5", "soru"], "top_p must be in (0, 1]"),
+])
+def test_bad_flags_exit_2_with_a_message(ckpt, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        SCRIPT.main(["--checkpoint", str(ckpt), *argv])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
