@@ -177,9 +177,21 @@ class MultiHeadAttention(nn.Module):
         # view is free (no copy); the transpose makes a strided view the attention kernels accept as is.
         return x.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)   # (B, L, C) -> (B, H, L, D)
 
+    def _project(self, x: Tensor, *linears: nn.Linear) -> tuple[Tensor, ...]:
+        """Apply several of the projections to the same input with ONE matmul on their stacked weights.
+
+        The same numbers as calling each nn.Linear (up to float rounding), but one (n·C × C) matmul keeps
+        the cores busier than n small ones: self-attention projects q, k, v of x together, cross-attention
+        k, v of the source. The weights stay four separate nn.Linear, as the interface promises.
+        """
+        weight = torch.cat([lin.weight for lin in linears])                      # (n·C, C)
+        bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
+        return F.linear(x, weight, bias).split(self.d_model, dim=-1)          # (B, L, n·C) -> n × (B, L, C)
+
     def kv_cache(self, x_kv: Tensor) -> KVCache:
         """Project a source (B, S, C) to keys and values once, for cross-attention during decoding."""
-        return KVCache(self._split_heads(self.k_proj(x_kv)), self._split_heads(self.v_proj(x_kv)))
+        k, v = self._project(x_kv, self.k_proj, self.v_proj)                  # (B, S, C) each
+        return KVCache(self._split_heads(k), self._split_heads(v))            # (B, H, S, D) each
 
     def forward(self, x_q: Tensor, x_kv: Optional[Tensor], mask: Optional[Tensor] = None, *,
                 need_weights: bool = False, cache: Optional[KVCache] = None, static_kv: bool = False,
@@ -197,14 +209,20 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x_q.shape
         if C != self.d_model:
             raise ValueError(f"x_q has width {C}, expected d_model = {self.d_model}")
-        q = self._split_heads(self.q_proj(x_q))                              # (B, H, T, D)
         if static_kv:
             if cache is None or cache.k is None:
                 raise ValueError("static_kv=True needs a filled cache (made by kv_cache)")
+            q = self._split_heads(self.q_proj(x_q))                          # (B, H, T, D)
             k, v = cache.k, cache.v                                          # (B, H, S, D) each
         else:
-            k = self._split_heads(self.k_proj(x_kv))                         # (B, H, T, D) new keys
-            v = self._split_heads(self.v_proj(x_kv))                         # (B, H, T, D) new values
+            if x_kv is x_q:                                                  # self-attention: one matmul
+                q, k, v = self._project(x_q, self.q_proj, self.k_proj, self.v_proj)
+            else:                                                            # cross-attention
+                q = self.q_proj(x_q)
+                k, v = self._project(x_kv, self.k_proj, self.v_proj)
+            q = self._split_heads(q)                                         # (B, H, T, D)
+            k = self._split_heads(k)                                         # (B, H, S, D) new keys
+            v = self._split_heads(v)                                         # (B, H, S, D) new values
             if rotary is not None:
                 start = cache.length if cache is not None else 0            # absolute position of x_q[:, 0]
                 q, k = rotary(q, start), rotary(k, start)                    # Su et al. 2021, RoPE
