@@ -291,8 +291,13 @@ def _greedy_or_sample(model, src: torch.Tensor, gcfg: GenerationConfig, sp: _Spe
     dec = _Decoder(model, src, gcfg.use_cache)
     generator = None
     if gcfg.strategy == "sample":
+        # A generator of our own: a seed gives the same answers every time, and sampling never moves the
+        # global RNG that training (dropout, shuffling) relies on. seed=None draws a fresh, random seed.
         generator = torch.Generator(device=src.device)
-        generator.manual_seed(gcfg.seed if gcfg.seed is not None else torch.seed())
+        if gcfg.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(gcfg.seed)
     # One preallocated buffer for every row's tokens (B, 1 + max_new): no torch.cat per step.
     tokens = torch.full((B, 1 + gcfg.max_new_tokens), sp.pad, dtype=torch.long, device=src.device)
     tokens[:, 0] = sp.bos

@@ -282,6 +282,13 @@ def test_seeded_sampling_is_reproducible():
         greedy = decode_ids(model, SOURCES, GenerationConfig(max_new_tokens=10))
     assert a == b
     assert a != c and a != greedy                         # the seed and the sampling really matter
+    # Sampling uses its own generator: the global RNG (dropout, shuffling in training) does not move,
+    # with a seed or without one.
+    state = torch.get_rng_state()
+    with torch.inference_mode():
+        decode_ids(model, SOURCES, gcfg)
+        decode_ids(model, SOURCES, with_(gcfg, seed=None))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_sampling_with_top_k_1_is_greedy():

@@ -1,0 +1,120 @@
+"""Benchmark: generation speed on the CPU, with the KV cache and without it, and against BART's figures.
+
+The `small` model (d_model 256, 4+4 layers, 4 heads, feed-forward 1024, vocabulary 8000) with random weights,
+<eos> ignored so that every row produces exactly the requested number of tokens, a random source of --src-len
+tokens. Measured:
+  * greedy decoding of 64 and 128 new tokens at batch 1 and 8: new tokens/s with the cache (the default) and
+    without it (GenerationConfig(use_cache=False): encoder and whole decoder prefix again at every step,
+    as the seed code did), and the ratio;
+  * beam search with 4 beams at batch 1, 64 new tokens.
+Peer: Hugging Face BART of the same size. When `transformers` is importable it is measured live in the same run;
+otherwise the figures quoted in issue 6 (measured elsewhere, on the development machines) are printed, clearly
+labelled as quoted. `transformers` is never required.
+
+    python bench/generate.py [--repeats 3] [--src-len 32] [--threads N]
+"""
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from minillm.generation import GenerationConfig, decode_ids  # noqa: E402
+from minillm.model import ModelConfig, Seq2Seq  # noqa: E402
+
+# Issue 6: BART at the small model's size on the development machines (not measured here).
+QUOTED_BART = {("greedy", 1, 64): 64 / 0.610,        # 610 ms for 64 tokens at batch 1 (about 105 tokens/s)
+               ("greedy", 8, 64): 653.0,             # tokens/s at batch 8
+               ("beam", 1, 64): 64 / 0.970}          # 970 ms with 4 beams at batch 1
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def minillm_tokens_per_s(model, src, gcfg, repeats):
+    n_new = len(src) * gcfg.max_new_tokens
+    seconds = median_time(lambda: decode_ids(model, src, gcfg), repeats)
+    return n_new / seconds, seconds
+
+
+def bart_peer(cfg: ModelConfig):
+    """A BART of the same size, or None when transformers is not installed."""
+    try:
+        from transformers import BartConfig, BartForConditionalGeneration
+    except ImportError:
+        return None
+    bcfg = BartConfig(vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.n_encoder_layers,
+                      decoder_layers=cfg.n_decoder_layers, encoder_attention_heads=cfg.n_heads,
+                      decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
+                      max_position_embeddings=cfg.max_len, pad_token_id=cfg.pad_id, bos_token_id=cfg.bos_id,
+                      eos_token_id=cfg.eos_id, decoder_start_token_id=cfg.bos_id, forced_eos_token_id=None)
+    return BartForConditionalGeneration(bcfg).eval()
+
+
+def bart_tokens_per_s(bart, src, strategy, new_tokens, repeats):
+    ids = torch.tensor(src)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                  num_beams=4 if strategy == "beam" else 1, use_cache=True)
+    with torch.inference_mode():
+        bart.generate(ids, **kwargs)                                          # warm-up
+        seconds = median_time(lambda: bart.generate(ids, **kwargs), repeats)
+    return len(src) * new_tokens / seconds
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is printed")
+    p.add_argument("--src-len", type=int, default=32, help="source tokens per question")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("small", dropout=0.0)
+    model = Seq2Seq(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    src_all = torch.randint(3, cfg.vocab_size, (8, args.src_len), generator=gen).tolist()
+    print(f"minillm small: {model.num_params() / 1e6:.2f} M parameters, source {args.src_len} tokens, "
+          f"<eos> ignored, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"median of {args.repeats}")
+    bart = bart_peer(cfg)
+    peer_label = ("BART (transformers, measured live)" if bart is not None
+                  else "BART reference (quoted from the issue, measured elsewhere)")
+    greedy = GenerationConfig(strategy="greedy", ignore_eos=True)
+    decode_ids(model, src_all[:1], GenerationConfig(max_new_tokens=8, ignore_eos=True))   # warm-up
+
+    print(f"\n{'strategy':<8} {'batch':>5} {'new':>4} {'cached tok/s':>13} {'no cache tok/s':>15} "
+          f"{'cache speed-up':>15} {'BART tok/s':>11} {'vs BART':>8}")
+    for batch in (1, 8):
+        for new_tokens in (64, 128):
+            src = src_all[:batch]
+            g = GenerationConfig(**{**greedy.__dict__, "max_new_tokens": new_tokens})
+            cached, _ = minillm_tokens_per_s(model, src, g, args.repeats)
+            uncached, _ = minillm_tokens_per_s(model, src, GenerationConfig(**{**g.__dict__, "use_cache": False}),
+                                               max(1, args.repeats // 2))
+            peer = (bart_tokens_per_s(bart, src, "greedy", new_tokens, args.repeats) if bart is not None
+                    else QUOTED_BART.get(("greedy", batch, new_tokens)))
+            peer_cols = f"{peer:>11.0f} {cached / peer:>7.2f}x" if peer else f"{'-':>11} {'-':>8}"
+            print(f"{'greedy':<8} {batch:>5} {new_tokens:>4} {cached:>13.0f} {uncached:>15.0f} "
+                  f"{cached / uncached:>14.1f}x {peer_cols}")
+    beam = GenerationConfig(strategy="beam", num_beams=4, max_new_tokens=64, ignore_eos=True)
+    tps, seconds = minillm_tokens_per_s(model, src_all[:1], beam, args.repeats)
+    peer = (bart_tokens_per_s(bart, src_all[:1], "beam", 64, args.repeats) if bart is not None
+            else QUOTED_BART[("beam", 1, 64)])
+    print(f"{'beam 4':<8} {1:>5} {64:>4} {tps:>13.0f} {'':>15} {'':>15} {peer:>11.0f} {tps / peer:>7.2f}x"
+          f"   ({seconds * 1000:.0f} ms vs {64 / peer * 1000:.0f} ms)")
+    print(f"\nBART column: {peer_label}. Targets (issue 6): cache >= 5x at 128 tokens; "
+          ">= 2x BART at batch 1, >= 1x at batch 8.")
+
+
+if __name__ == "__main__":
+    main()
