@@ -88,6 +88,15 @@ def _digest(obj, h=None) -> str:
     return h.hexdigest() if top else ""
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_save(obj: dict, path) -> Path:
     """torch.save(obj) to `path` via a temporary file + os.replace, so `path` is always old or new, never torn."""
     path = Path(path)
@@ -95,6 +104,7 @@ def atomic_save(obj: dict, path) -> Path:
     obj["sha256"] = _digest(obj)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; a checkpoint is an ordinary file (0644 under umask 022)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -178,6 +188,7 @@ def _save_tokenizer(tokenizer: BPETokenizer, directory: Path) -> str:
     os.close(fd)
     try:
         tokenizer.save(tmp)
+        os.chmod(tmp, _FILE_MODE)
         text = Path(tmp).read_text(encoding="utf-8")
         os.replace(tmp, directory / TOKENIZER_FILE)
     except BaseException:

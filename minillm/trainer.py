@@ -35,7 +35,7 @@ from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
 from minillm.metrics import TokenMetrics, text_scores
 from minillm.model import ModelConfig, Seq2Seq
-from minillm.optim import EMA, Schedule, make_optimizer
+from minillm.optim import EMA, Schedule, make_optimizer, torch_schedule
 from minillm.tokenizer import BPETokenizer
 
 
@@ -66,9 +66,9 @@ class TrainConfig:
     batch_tokens: int = 1024           # padded tokens (source + target) per micro-batch per process; small for 2 CPU cores
     grad_accum: int = 1                # micro-batches per optimiser step per process
     # --- optimisation
-    lr: float = 2e-3                   # peak learning rate; a small model from scratch needs ~1e-3, not 5e-5
+    lr: float = 4e-3                   # peak learning rate; from scratch a small model needs ~1e-3 or more, not 5e-5
     min_lr: float = 1e-4               # floor at the end of the decay (and after max_steps)
-    warmup_steps: int = 20             # linear warmup from lr/warmup_steps (Goyal et al. 2017)
+    warmup_steps: int = 30             # linear warmup from lr/warmup_steps (Goyal et al. 2017)
     decay: str = "cosine"              # "cosine" (Loshchilov & Hutter 2017) or "linear"
     torch_schedule: bool = False       # True: PyTorch's LinearLR/CosineAnnealingLR instead of the hand-written one
     weight_decay: float = 0.1          # decoupled, on Linear matrices only (optim.param_groups)
@@ -78,22 +78,23 @@ class TrainConfig:
     label_smoothing: float = 0.1       # Szegedy et al. 2016; Vaswani et al. 2017 used 0.1
     ema_decay: float = 0.995           # EMA of the weights; ~1/(1-d) = 200-step memory; 0 = no EMA
     ema_warmup: bool = True            # ramp the decay up as min(d, (1+n)/(10+n)) (TensorFlow EMA)
-    max_steps: int = 200               # optimiser steps; the schedule decays to min_lr at this step
-    time_budget: float = 0.0           # minutes (0 = none); after 10 steps max_steps shrinks to what fits, then a hard stop
+    max_steps: int = 500               # optimiser steps; the schedule decays to min_lr at this step
+    time_budget: float = 0.0           # minutes (0 = none); after 15 steps max_steps shrinks to what fits, then a hard stop
     # --- precision and speed
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
     precision: str = "auto"            # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"
     compile: bool = False              # torch.compile the model for training (checkpoints stay uncompiled)
+    threads: int = 0                   # CPU threads for PyTorch (0 = its default, one per core); 1 on a shared, busy machine
     # --- robustness
     max_bad_steps: int = 5             # consecutive non-finite steps before the run aborts
     seed: int = 1337                   # model init, data order, dropout
     # --- evaluation, logging, checkpoints
-    eval_every: int = 50               # steps between evaluations (and at the last step)
+    eval_every: int = 100              # steps between evaluations (and at the last step)
     eval_generate: int = 16            # validation questions answered greedily for BLEU/chrF (0 = none)
     eval_max_new_tokens: int = 48      # answer length cap during evaluation
     print_samples: int = 2             # generated answers printed at each evaluation
     log_every: int = 10                # steps between JSONL "train" records (1 = every step)
-    save_every: int = 50               # steps between full training-state checkpoints
+    save_every: int = 100              # steps between full training-state checkpoints
     keep_last: int = 2                 # training-state files kept (the best model is model.pt)
 
     def __post_init__(self):
@@ -208,6 +209,8 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)   # subtle: oversubscribed cores make OpenMP threads wait on each other
         self.out = Path(cfg.out)
         state = None
         if resume:
@@ -215,7 +218,7 @@ class Trainer:
             if state is None:
                 raise FileNotFoundError(f"--resume: no readable state-*.pt checkpoint in {self.out}")
             self.log(f"resuming from {state['path']} (step {state['step']})")
-        elif self.is_main and ckpt.state_files(self.out):
+        elif ckpt.state_files(self.out):
             raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it or choose "
                                   f"another --out")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +254,6 @@ class Trainer:
         kw = dict(max_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, min_lr=cfg.min_lr,
                   decay=cfg.decay)
         if cfg.torch_schedule:
-            from minillm.optim import torch_schedule
             self.schedule = torch_schedule(self.optimizer, **kw)
         else:
             self.schedule = Schedule(self.optimizer, **kw)
@@ -260,6 +262,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
         self.step, self.tokens_seen, self.elapsed, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see fit)
+        self._calibrate_t0 = None             # elapsed seconds at step CALIBRATE_FROM
         self.skipped, self.bad_in_a_row = 0, 0
         if state:
             self._load_state(state)
@@ -507,13 +510,13 @@ class Trainer:
                 self.log(line)
 
     # ------------------------------------------------------------------ the run
-    CALIBRATE_AT = 10   # steps timed before a time budget is turned into a number of steps
+    CALIBRATE_FROM, CALIBRATE_AT = 5, 15   # steps 6..15 are timed (the first ones pay for warm-up)
 
     def _fit_schedule_to_budget(self):
         """With --time-budget, shrink max_steps once to the steps that fit, so that the learning rate has
         decayed to min_lr when time runs out (a run cut off at its peak lr ends with noisy weights).
         Decided once, at step CALIBRATE_AT, and saved with the state: a resumed run keeps the decision."""
-        per_step = self.elapsed / self.step
+        per_step = (self.elapsed - self._calibrate_t0) / (self.CALIBRATE_AT - self.CALIBRATE_FROM)
         fits = self.step + int(0.9 * (self.cfg.time_budget * 60 - self.elapsed) / per_step)  # 10% for evaluations
         fits = max(fits, self.cfg.warmup_steps + 1, self.step + 1)
         if fits >= self.max_steps:
@@ -547,15 +550,17 @@ class Trainer:
                         f"--grad-clip on, use --precision bf16 rather than fp16, or check the data.")
                 continue
             self._progress(rec, time.perf_counter() - t0)
-            if self.step % cfg.log_every == 0 or self.step == 1:
-                self._write_log(rec)
             out_of_time = cfg.time_budget > 0 and self.elapsed >= cfg.time_budget * 60
             if self.world > 1:   # every rank must stop at the same step
                 flag = torch.tensor([float(out_of_time)], device=self.device)
                 out_of_time = bool(self._all_reduce(flag).item() > 0)
-            if self.step == self.CALIBRATE_AT and cfg.time_budget > 0:
+            if self.step == self.CALIBRATE_FROM:
+                self._calibrate_t0 = self.elapsed
+            if self.step == self.CALIBRATE_AT and cfg.time_budget > 0 and self._calibrate_t0 is not None:
                 self._fit_schedule_to_budget()
             last = self.step == self.max_steps or out_of_time
+            if self.step % cfg.log_every == 0 or self.step == 1 or last:
+                self._write_log(rec)
             if self.step % cfg.eval_every == 0 or last:
                 if self.is_main and sys.stdout.isatty():
                     print()

@@ -83,11 +83,12 @@ def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
 
 def test_time_budget_shrinks_max_steps_so_the_schedule_still_decays(tmp_path):
     trainer = Trainer(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
-    trainer.step, trainer.elapsed = 10, 60.0            # as if 10 steps took 60 s: 6 s per step
+    trainer._calibrate_t0 = 10.0                        # step 5 at 10 s (start-up included) ...
+    trainer.step, trainer.elapsed = 15, 70.0            # ... step 15 at 70 s: 6 s per step
     trainer._fit_schedule_to_budget()
-    assert trainer.max_steps == 10 + int(0.9 * 60 / 6)  # what fits in the remaining minute, less 10%
-    assert trainer.schedule.kw["total_steps"] == 19
-    assert lr_at(19, **trainer.schedule.kw) == pytest.approx(3e-4)   # min_lr is reached at the new end
+    assert trainer.max_steps == 15 + int(0.9 * 50 / 6)  # what fits in the remaining 50 s, less 10%
+    assert trainer.schedule.kw["total_steps"] == 22
+    assert lr_at(22, **trainer.schedule.kw) == pytest.approx(3e-4)   # min_lr is reached at the new end
 
 
 def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
