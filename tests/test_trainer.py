@@ -300,3 +300,17 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, da
         assert l2[s]["loss"] == pytest.approx(l1[s]["loss"], rel=1e-4), s
         assert l2[s]["tokens"] == l1[s]["tokens"]          # the same tokens were seen
     assert l1[n]["loss"] < l1[1]["loss"]                   # and something was learnt
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_steps(tmp_path, precision):
+    """bf16 autocast needs no scaler; fp16 runs with a GradScaler whose scale is in use. Both learn."""
+    trainer = Trainer(tiny_cfg(tmp_path, device="cuda", precision=precision, max_steps=20), log=quiet)
+    losses = [trainer.train_step()["loss"] for _ in range(12)]
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    if precision == "fp16":
+        assert trainer.scaler.get_scale() > 1.0
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert next(trainer.model.parameters()).dtype == torch.float32   # master weights stay fp32
