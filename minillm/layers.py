@@ -5,8 +5,6 @@ they agree. Shape symbols: B batch, L any sequence length (S or T), C model widt
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
