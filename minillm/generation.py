@@ -511,7 +511,8 @@ def generate(model, tokenizer, questions: list[str], gcfg: GenerationConfig | No
     """Answer each question; returns one ``Answer`` per question, in order.
 
     Questions are decoded ``batch_size`` at a time, sorted by length so that a batch carries little padding
-    (the answers do not depend on the batching). With ``return_details`` each answer also carries the
+    (greedy and beam answers do not depend on the batching; sampled ones depend on the seed AND on which
+    questions share a batch, since the rows draw from one generator). With ``return_details`` each answer also carries the
     probability of each of its tokens and the cross-attention weights (L, H, T, S), for the web page."""
     if isinstance(questions, str) or not isinstance(questions, (list, tuple)):
         raise TypeError(f"questions must be a list of str, got {type(questions).__name__}")
