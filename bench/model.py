@@ -160,7 +160,7 @@ def main(argv=None):
         runners.append(Runner(name, builders[name](), batch, device))
 
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    peak = matmul_peak_gflops(device, peak_dtype, 8192 if device.type == "cuda" else 1024)
+    peak = matmul_peak_gflops(device, peak_dtype, 8192 if device.type == "cuda" else 2048)
     with torch.device("meta"):                                     # shapes only: FLOPs need no weights
         flops_tok = Seq2Seq(cfg).flops_per_token(S, T)
     load = ", load average %.1f (%d cores)" % (os.getloadavg()[0], os.cpu_count()) if hasattr(os, "getloadavg") else ""
