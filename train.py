@@ -55,7 +55,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
-        Trainer(cfg, resume=resume).fit()
+        try:
+            trainer = Trainer(cfg, resume=resume)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:   # the data or the run directory
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        trainer.fit()
     except TrainingAborted as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2

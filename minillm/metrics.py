@@ -152,3 +152,31 @@ def text_scores(hypotheses: list[str], references: list[str], tokenize: str = "1
         "signatures": {"bleu": str(bleu.get_signature()), "sentence_bleu": str(sent_bleu.get_signature()),
                        "chrf": str(chrf.get_signature())},
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Does the model read the question? The source-conditioning gain
+
+def mismatched_sources(items: list) -> list:
+    """The same (src_ids, tgt_in_ids, tgt_out_ids) items, each answer paired with the NEXT item's question.
+
+    An encoder–decoder model can lower its loss in two ways: by modelling answers in general (a language model
+    of answers needs no question), or by reading the question. Scoring every answer twice, once after its own
+    question and once after another one, separates the two:
+
+        conditioning gain = NLL(answer | another question) - NLL(answer | its question)   (nats per token)
+
+    A gain near 0 means the decoder ignores the encoder: every question then gets the same answer. Rotating
+    by one (item i takes question i+1) is a derangement, so no answer keeps its own question, and it is
+    deterministic, so the gain is comparable between evaluations.
+    """
+    if len(items) < 2:
+        raise ValueError(f"mismatched_sources needs at least 2 items to swap questions between, got {len(items)}")
+    return [(items[(i + 1) % len(items)][0], tgt_in, tgt_out) for i, (_, tgt_in, tgt_out) in enumerate(items)]
+
+
+def distinct_share(answers: list[str]) -> float:
+    """Share of distinct strings among generated answers: 1/n when every question got the same answer."""
+    if not answers:
+        raise ValueError("distinct_share: no answers")
+    return len(set(answers)) / len(answers)

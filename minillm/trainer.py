@@ -33,7 +33,7 @@ from minillm import checkpoint as ckpt
 from minillm.data import Seq2SeqDataset, TokenBatchSampler, clean_pairs, collate, load_pairs, split_pairs
 from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
-from minillm.metrics import TokenMetrics, text_scores
+from minillm.metrics import TokenMetrics, distinct_share, mismatched_sources, text_scores
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.optim import EMA, Schedule, make_optimizer, torch_schedule
 from minillm.tokenizer import BPETokenizer
@@ -190,6 +190,19 @@ def setup_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), world, local_rank
 
 
+@torch.no_grad()
+def score_items(logits_fn, items: list, pad_id: int, batch_tokens: int, device) -> TokenMetrics:
+    """Teacher-forced token metrics over (src_ids, tgt_in_ids, tgt_out_ids) items, in length-sorted batches
+    of at most batch_tokens padded tokens. logits_fn(src_ids (B, S), tgt_in_ids (B, T)) -> logits (B, T, V):
+    any encoder-decoder model (bench/learning.py scores a Hugging Face BART with it too)."""
+    metrics = TokenMetrics(pad_id=pad_id, ks=(1, 5))
+    lengths = [(len(src), len(tgt_in)) for src, tgt_in, _ in items]
+    for indices in TokenBatchSampler(lengths, batch_tokens, shuffle=False):
+        b = {k: v.to(device) for k, v in collate([items[i] for i in indices], pad_id).items()}
+        metrics.update(logits_fn(b["src_ids"], b["tgt_in_ids"]).float(), b["tgt_out_ids"])
+    return metrics
+
+
 class TrainingAborted(RuntimeError):
     """Too many non-finite steps in a row; the last good state has been saved."""
 
@@ -231,10 +244,21 @@ class Trainer:
         self.splits = splits
         self.log(f"data: {cfg.data}: {report.pairs_out} pairs after cleaning ({report}); "
                  f"train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}")
+        if not splits["train"]:
+            raise ValueError(f"{cfg.data}: no training pairs left after the split ({report.pairs_out} pairs, "
+                             f"--val-fraction {cfg.val_fraction}, --test-fraction {cfg.test_fraction}); "
+                             f"give more pairs or lower the fractions")
+        if not splits["val"]:
+            # Documented fallback for a tiny file: train anyway, but say that nothing will be evaluated.
+            self.log(f"warning: {cfg.data}: no validation pairs ({report.pairs_out} pairs, --val-fraction "
+                     f"{cfg.val_fraction}); training without evaluation, model.pt will hold the final weights")
         self.tokenizer = self._tokenizer(state)
         self.train_set = Seq2SeqDataset(splits["train"], self.tokenizer, cfg.max_src_len, cfg.max_tgt_len)
         self.val_set = (Seq2SeqDataset(splits["val"], self.tokenizer, cfg.max_src_len, cfg.max_tgt_len)
                         if splits["val"] else None)
+        # characters of the validation answers as the model sees them (cut to max_tgt_len), for NLL per char
+        self.val_chars = (sum(len(self.tokenizer.decode([t for t in out if t != self.tokenizer.eos_id])) + 1
+                              for _, _, out in self.val_set.items) if self.val_set else 0)   # +1: <eos>
         self.sampler = TokenBatchSampler(self.train_set.lengths, cfg.batch_tokens, seed=cfg.seed,
                                          rank=self.rank, world_size=self.world)
         self._batch_iter = None
@@ -263,6 +287,7 @@ class Trainer:
         self.step, self.tokens_seen, self.elapsed, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see fit)
         self._calibrate_t0 = None             # elapsed seconds at step CALIBRATE_FROM
+        self._cpu0 = time.process_time()      # CPU seconds of this process (all threads) since the run started
         self.skipped, self.bad_in_a_row = 0, 0
         if state:
             self._load_state(state)
@@ -388,23 +413,30 @@ class Trainer:
                 "tokens": n_all, "flops": flops, "skipped": self.skipped}
 
     # ------------------------------------------------------------------ evaluation
+    def _score(self, items: list) -> TokenMetrics:
+        def logits_fn(src_ids, tgt_in_ids):
+            with self._autocast():
+                return self.model(src_ids, tgt_in_ids)                                    # (B, T, V)
+        return score_items(logits_fn, items, self.tokenizer.pad_id, self.cfg.batch_tokens, self.device)
+
     @torch.no_grad()
     def evaluate(self) -> dict | None:
-        """Validation loss, perplexity, token/top-5 accuracy, and BLEU/chrF of greedy answers, with EMA weights."""
+        """Validation loss, perplexity, token/top-5 accuracy, NLL per answer character, the conditioning gain
+        (does the model read the question? minillm.metrics.mismatched_sources), and BLEU/chrF and the share of
+        distinct answers among greedy answers, all with the EMA weights."""
         if self.val_set is None or not self.is_main:
             return None
-        cfg, pad = self.cfg, self.tokenizer.pad_id
+        cfg = self.cfg
         ema = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with ema:
             self.model.eval()
-            metrics = TokenMetrics(pad_id=pad, ks=(1, 5))
-            val_sampler = TokenBatchSampler(self.val_set.lengths, cfg.batch_tokens, shuffle=False)
-            for indices in val_sampler:
-                b = {k: v.to(self.device) for k, v in collate([self.val_set[i] for i in indices], pad).items()}
-                with self._autocast():
-                    logits = self.model(b["src_ids"], b["tgt_in_ids"])                    # (B, T, V)
-                metrics.update(logits.float(), b["tgt_out_ids"])
-            record = {"kind": "eval", "step": self.step, **metrics.summary()}
+            metrics = self._score(self.val_set.items)
+            record = {"kind": "eval", "step": self.step, "elapsed_s": self.elapsed,
+                      "cpu_s": time.process_time() - self._cpu0, **metrics.summary(),
+                      # nats per character of the answers: comparable between vocabularies of any size
+                      "nll_per_char": metrics.nll_sum / self.val_chars}
+            if len(self.val_set) >= 2:
+                record["cond_gain"] = self._score(mismatched_sources(self.val_set.items)).mean_nll - record["nll"]
             n = min(cfg.eval_generate, len(self.val_set))
             if n > 0:
                 # the first n validation pairs, always the same ones; sources exactly as in training
@@ -416,7 +448,8 @@ class Trainer:
                 hyps = [self.tokenizer.decode(ids) for ids, _ in results]
                 refs = [a for _, a in self.val_set.pairs[:n]]
                 scores = text_scores(hyps, refs)
-                record.update(bleu=scores["bleu"], chrf=scores["chrf"], n_generated=n)
+                record.update(bleu=scores["bleu"], chrf=scores["chrf"], n_generated=n,
+                              distinct=distinct_share(hyps))
                 for (q, a), h in list(zip(self.val_set.pairs, hyps))[:cfg.print_samples]:
                     self.log(f"  Q: {q}\n  reference: {a}\n  model:     {h}")
         self.model.train()
@@ -568,8 +601,10 @@ class Trainer:
                 if last_eval is not None:
                     self.log(f"eval step {self.step}: val loss {last_eval['nll']:.4f}, ppl "
                              f"{last_eval['perplexity']:.2f}, token acc {last_eval['accuracy']:.3f}, top-5 "
-                             f"{last_eval['top5_accuracy']:.3f}" + (f", BLEU {last_eval['bleu']:.2f}, chrF "
-                             f"{last_eval['chrf']:.2f}" if "bleu" in last_eval else ""))
+                             f"{last_eval['top5_accuracy']:.3f}"
+                             + (f", gain {last_eval['cond_gain']:.3f}" if "cond_gain" in last_eval else "")
+                             + (f", BLEU {last_eval['bleu']:.2f}, chrF {last_eval['chrf']:.2f}, distinct "
+                                f"{last_eval['distinct']:.2f}" if "bleu" in last_eval else ""))
                     self._write_log(last_eval)
                     if last_eval["nll"] < self.best_val:
                         self.best_val = last_eval["nll"]
@@ -581,8 +616,9 @@ class Trainer:
                 break
         if self.val_set is None:   # nothing to select on: the final weights are the model
             self.save_best({})
-        self.log(f"checkpoint: {self.out.resolve()} (model.pt = best by validation loss, EMA weights; "
-                 f"load with minillm.checkpoint.load)")
+        chosen = "best by validation loss" if self.val_set is not None else "the final weights, no validation pairs"
+        self.log(f"checkpoint: {self.out.resolve()} (model.pt = {chosen}"
+                 f"{', EMA weights' if self.ema is not None else ''}; load with minillm.checkpoint.load)")
         return last_eval
 
 

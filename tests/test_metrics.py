@@ -174,3 +174,29 @@ def test_text_scores_rejects_mismatched_or_undecoded_input():
         text_scores(["a", "b"], ["a"])
     with pytest.raises(TypeError, match=r"hypotheses\[0\] is list"):
         text_scores([[1, 2]], ["a"])
+
+
+# --- the conditioning gain's pieces ----------------------------------------------------------------------
+from minillm.metrics import distinct_share, mismatched_sources  # noqa: E402
+
+
+@given(st.integers(2, 12))
+def test_mismatched_sources_is_a_derangement_that_keeps_every_answer(n):
+    items = [([10 + i, 2], [1, 50 + i], [50 + i, 2]) for i in range(n)]
+    swapped = mismatched_sources(items)
+    assert [tgt for _, tgt, _ in swapped] == [tgt for _, tgt, _ in items]        # answers untouched, in order
+    assert [out for _, _, out in swapped] == [out for _, _, out in items]
+    assert sorted(src for src, _, _ in swapped) == sorted(src for src, _, _ in items)   # same questions
+    assert all(s[0] != i[0] for s, i in zip(swapped, items))                    # none keeps its own
+
+
+def test_mismatched_sources_needs_two_items():
+    with pytest.raises(ValueError, match="at least 2"):
+        mismatched_sources([([3, 2], [1, 3], [3, 2])])
+
+
+def test_distinct_share_by_hand():
+    assert distinct_share(["a", "a", "a", "a"]) == 0.25
+    assert distinct_share(["a", "b", "a", "c"]) == 0.75
+    with pytest.raises(ValueError):
+        distinct_share([])

@@ -231,6 +231,32 @@ def test_train_py_flags():
             Trainer(TrainConfig(precision="bf16", device="cpu"))
 
 
+def test_tiny_data_without_validation_pairs_trains_with_a_warning(tmp_path, capsys):
+    """The documented fallback: no validation pairs -> train, say so, and keep the final weights as model.pt."""
+    data = tmp_path / "two.json"
+    write_pairs(data, n=2)
+    from train import main
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SUBPROCESS_CFG, "max_steps": 6, "save_every": 6}.items()]
+    assert main([f"--data={data}", f"--out={tmp_path / 'run'}", "--val-fraction=0", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and "no validation pairs" in out and "the final weights" in out
+    saved = ck.read(tmp_path / "run" / ck.MODEL_FILE)
+    assert not read_log(tmp_path / "run", "eval")              # nothing was evaluated
+    assert saved["kind"] == "model"
+
+
+def test_no_training_pairs_is_one_line_and_exit_2(tmp_path, capsys):
+    data = tmp_path / "one.json"
+    write_pairs(data, n=1)
+    from train import main
+    # with --val-fraction 0.999999 the single pair's question hash falls in the validation share: no training pair
+    code = main([f"--data={data}", f"--out={tmp_path / 'run'}", "--val-fraction=0.999999", "--max-steps=5",
+                 "--warmup-steps=1", "--vocab-size=300", "--device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: ") and "no training pairs" in err[0] and str(data) in err[0]
+
+
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     return write_pairs(tmp_path_factory.mktemp("data") / "pairs.json")
