@@ -7,7 +7,7 @@ A checkpoint directory (a training run's directory, or one written by `save_mode
     state-00001200.pt ...    full training state at step 1200 (the last K are kept), for --resume
 
 Every .pt file is a dict of tensors and plain Python values, with {"format": "minillm-checkpoint",
-"version": 1, "kind": "model" | "train-state", ...}. Three safety rules:
+"version": 2, "kind": "model" | "train-state", ...}. Three safety rules:
 
 1. Read with torch.load(weights_only=True): unpickling may call any function a file names (pickle's
    __reduce__), so a file from elsewhere could run code. weights_only only rebuilds tensors and plain
@@ -39,7 +39,9 @@ from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import BPETokenizer
 
 FORMAT = "minillm-checkpoint"
-VERSION = 1
+# Version 2: the output head reads the decoder without the 1/√C factor of version 1 (see Seq2Seq._init_weights).
+# A version-1 model would give other logits under this code, so it is refused rather than loaded wrongly.
+VERSION = 2
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.bpe"
 STATE_RE = re.compile(r"^state-(\d{8})\.pt$")
@@ -144,6 +146,10 @@ def read(path, map_location="cpu") -> dict:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a minillm checkpoint: expected format {FORMAT!r} version {VERSION}, "
                               f"found {found!r}")
+    if obj.get("version") == 1:
+        raise CheckpointError(f"{path}: {FORMAT} version 1, written before the output-scale fix: its head scaled the "
+                              f"logits by 1/sqrt(d_model), this code does not, so it would answer wrongly; "
+                              f"retrain it (this code reads version {VERSION})")
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path}: {FORMAT} version {obj.get('version')!r}; this code reads version {VERSION}")
     if obj.get("sha256") != _digest(obj):

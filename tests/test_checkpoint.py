@@ -41,7 +41,7 @@ def test_save_model_load_round_trip(tmp_path, tok):
     src, tgt = ids(tok)
     torch.testing.assert_close(loaded(src, tgt), model(src, tgt), rtol=0, atol=0)
     raw = torch.load(tmp_path / ck.MODEL_FILE, weights_only=True)  # the contract: weights_only reads it
-    assert raw["format"] == "minillm-checkpoint" and raw["version"] == 1 and raw["step"] == 7
+    assert raw["format"] == "minillm-checkpoint" and raw["version"] == ck.VERSION == 2 and raw["step"] == 7
     assert ModelConfig(**raw["model_config"]) == model.cfg
 
 
@@ -123,9 +123,9 @@ class Payload:
 def test_pickled_code_payload_is_refused(tmp_path):
     marker = tmp_path / "PWNED"
     plain = tmp_path / "plain.pt"
-    plain.write_bytes(pickle.dumps({"format": ck.FORMAT, "version": 1, "x": Payload(marker)}, protocol=2))
+    plain.write_bytes(pickle.dumps({"format": ck.FORMAT, "version": 2, "x": Payload(marker)}, protocol=2))
     zipped = tmp_path / "zipped.pt"
-    torch.save({"format": ck.FORMAT, "version": 1, "model": {"w": torch.ones(1)}, "x": Payload(marker)}, zipped)
+    torch.save({"format": ck.FORMAT, "version": 2, "model": {"w": torch.ones(1)}, "x": Payload(marker)}, zipped)
     for path in (plain, zipped):
         with pytest.raises(ck.CheckpointError, match=f"{path.name}.*refused.*pickled"):
             ck.read(path)
@@ -135,12 +135,16 @@ def test_pickled_code_payload_is_refused(tmp_path):
 def test_wrong_format_or_version_names_file_and_expectation(tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.ones(1)}, other)
-    with pytest.raises(ck.CheckpointError, match="other.pt.*expected format 'minillm-checkpoint' version 1"):
+    with pytest.raises(ck.CheckpointError, match="other.pt.*expected format 'minillm-checkpoint' version 2"):
         ck.read(other)
     future = tmp_path / "future.pt"
     torch.save({"format": ck.FORMAT, "version": 99}, future)
     with pytest.raises(ck.CheckpointError, match="future.pt.*version 99"):
         ck.read(future)
+    old = tmp_path / "old.pt"                         # written by the first minillm, with the 1/√C head
+    torch.save({"format": ck.FORMAT, "version": 1}, old)
+    with pytest.raises(ck.CheckpointError, match="old.pt.*version 1.*output-scale fix.*retrain"):
+        ck.read(old)
     with pytest.raises(FileNotFoundError, match="no model.pt or state"):
         ck.load(tmp_path / "nowhere")
 

@@ -290,12 +290,14 @@ def test_initial_distribution_is_near_uniform_not_a_copy_of_the_input(tie):
     src, tgt = random_batch(torch.Generator().manual_seed(5), 8, 10, 10, pad_src=False, pad_tgt=False)
     with torch.no_grad():
         logits = model(src, tgt)                                      # (B, T, V)
-    # The init docstring's claims: logits are O(1/√C), even the input token's own (tied head) ...
+    # The init docstring's claims: the logits' spread is init_std·√C (0.16 here; tests/test_learning.py checks
+    # the exact figure), and even the input token's own logit (tied head) stays small ...
     assert logits.std().item() < 3 / math.sqrt(C)
     own = logits.gather(-1, tgt[..., None])                           # logit of the token just fed
     assert own.mean().item() < 3 / math.sqrt(C) + 1.0
-    # ... so the first loss is close to ln V for a random target, and even for "repeat the input" the
-    # advantage is about one nat (own logit ≈ 0.8); without the 1/√C it was ≈ 4 nats (own logit ≈ √C).
+    # ... so the first loss is close to ln V for a random target, and "repeat the input" has an advantage of
+    # at most about a nat; an embedding of N(0, 1/C) read without any scale would give the own token a
+    # logit of about √C = 8 here, ≈ 4 nats.
     random_target = torch.randint(3, vocab, tgt.shape, generator=torch.Generator().manual_seed(6))
     loss = F.cross_entropy(logits.flatten(0, 1), random_target.flatten())
     assert abs(loss.item() - math.log(vocab)) < 0.2
