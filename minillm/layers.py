@@ -169,15 +169,16 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Adds the fixed sinusoidal table to token embeddings, starting at a given position (for the cache).
+    """Adds the fixed sinusoidal table, times `scale`, to token embeddings, starting at a given position (for
+    the cache). The model chooses `scale` so that positions and tokens start at the same size (model.py).
 
     The table is a non-persistent buffer: it is recomputed on construction, so it is not in checkpoints.
     """
 
-    def __init__(self, d_model: int, max_len: int):
+    def __init__(self, d_model: int, max_len: int, scale: float = 1.0):
         super().__init__()
-        self.max_len = max_len
-        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.max_len, self.scale = max_len, scale
+        self.register_buffer("table", sinusoidal_table(max_len, d_model) * scale, persistent=False)
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:   # (B, L, C) -> (B, L, C)
         L = x.size(1)
