@@ -54,17 +54,18 @@ def report(name: str, pairs, model, tok, max_new_tokens: int, show: int) -> dict
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="a run directory written by train.py")
+    p.add_argument("run", help="a run directory written by train.py (its model.pt), or one of its .pt files")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--show", type=int, default=3, help="question/answer pairs printed per split")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    run = pathlib.Path(args.run)
+    target = pathlib.Path(args.run)
+    run = target.parent if target.is_file() else target
     try:
-        model, tok = ckpt.load(run)
-        saved = ckpt.read(run / ckpt.MODEL_FILE)
+        model, tok = ckpt.load(target)
+        saved = ckpt.read(target if target.is_file() else run / ckpt.MODEL_FILE)
     except (FileNotFoundError, ckpt.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         return 2
     pairs, _ = clean_pairs(load_pairs(data))
     splits = split_pairs(pairs, tc.get("val_fraction", 0.1), tc.get("test_fraction", 0.0))
-    print(f"run {run} (step {saved.get('step')}), data {data}; load average {os.getloadavg()[0]:.2f}")
+    print(f"{target} (step {saved.get('step')}), data {data}; load average {os.getloadavg()[0]:.2f}")
     report("training questions", splits["train"], model, tok, args.max_new_tokens, args.show)
     if splits["val"]:
         report("validation questions (never trained on)", splits["val"], model, tok, args.max_new_tokens, args.show)

@@ -158,8 +158,10 @@ def test_nan_guard_skips_then_aborts_with_last_good_state(tmp_path):
     assert len(skips) == 1 and skips[4]["bad_in_a_row"] == 3  # the log names the attempted step
 
 
-def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path):
-    cfg = tiny_cfg(tmp_path, max_steps=8, eval_every=4, eval_generate=2, eval_max_new_tokens=4, print_samples=1)
+@pytest.mark.parametrize("select_by", ["nll", "chrf"])
+def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path, select_by):
+    cfg = tiny_cfg(tmp_path, max_steps=8, eval_every=4, eval_generate=2, eval_max_new_tokens=4, print_samples=1,
+                   select_by=select_by)
     lines = []
     trainer = Trainer(cfg, log=lines.append)
     trainer.fit()
@@ -170,8 +172,11 @@ def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path):
         assert rec["perplexity"] == pytest.approx(torch.tensor(rec["nll"]).exp().item(), rel=1e-6)
     assert any("reference:" in line and "model:" in line for line in lines)   # sample answers printed
     saved = ck.read(Path(cfg.out) / ck.MODEL_FILE)
-    best_step = min(evals, key=lambda s: evals[s]["nll"])
+    # the first evaluation with the lowest NLL, or with the highest chrF of the greedy answers
+    key = (lambda s: evals[s]["nll"]) if select_by == "nll" else (lambda s: -evals[s]["chrf"])
+    best_step = min(sorted(evals), key=key)
     assert saved["step"] == best_step and saved["val_loss"] == pytest.approx(evals[best_step]["nll"])
+    assert saved["chrf"] == pytest.approx(evals[best_step]["chrf"])
     if best_step == 8:   # the file holds the EMA weights, not the raw ones
         for n, t in trainer.ema.shadow.items():
             torch.testing.assert_close(saved["model"][n], t)
