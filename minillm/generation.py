@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from minillm.data import clean_text
+
 STRATEGIES = ("greedy", "sample", "beam")
 
 
@@ -498,11 +500,17 @@ def decode_ids(model, src_ids: list[list[int]], gcfg: GenerationConfig) -> list[
 
 
 def encode_question(tokenizer, question: str, max_len: int) -> list[int]:
-    """The encoder input exactly as training built it (minillm.data.Seq2SeqDataset): question ids + [<eos>],
-    cut to the model's max_len positions (the <eos> is kept)."""
+    """The encoder input as training built it (minillm.data.Seq2SeqDataset): the question cleaned by
+    data.clean_text (NFC, the dotted-i fix, whitespace), as training data is, then ids + [<eos>], cut to the
+    model's max_len positions (the <eos> is kept).
+
+    subtle: without the cleaning, a question typed on a system that sends NFD (decomposed) letters, or
+    lowercased with Python's "İ".lower(), became ids the model never saw in training (an NFD question: 23
+    tokens instead of 14).
+    """
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"each question must be a non-empty string, got {question!r}")
-    return tokenizer.encode(question)[:max_len - 1] + [tokenizer.eos_id]
+    return tokenizer.encode(clean_text(question))[:max_len - 1] + [tokenizer.eos_id]
 
 
 @torch.inference_mode()

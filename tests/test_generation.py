@@ -432,3 +432,20 @@ def test_generate_rejects_bad_input(tokenizer):
                 dict(max_new_tokens=0), dict(repetition_penalty=0.0)):
         with pytest.raises(ValueError, match="GenerationConfig"):
             GenerationConfig(**bad)
+
+
+def test_question_is_cleaned_as_training_cleans_it(tokenizer):
+    """The contract: the question is cleaned and encoded exactly as training encodes it (data.clean_pairs)."""
+    import unicodedata
+
+    from minillm.data import Seq2SeqDataset, clean_pairs
+    from minillm.generation import encode_question
+    typed = ["  İşletme   nedir?", unicodedata.normalize("NFD", "Türkiye Cumhuriyeti laik midir?"),
+             "İşletme nedir?".lower(), "Kira\tsözleşmesi\nnedir?"]
+    cleaned, _ = clean_pairs([(q, "cevap") for q in typed])
+    trained = Seq2SeqDataset(cleaned, tokenizer, max_src_len=64, max_tgt_len=8)
+    for q, (src, _, _) in zip(typed, trained.items):
+        assert encode_question(tokenizer, q, max_len=64) == src
+    # and the raw text really would have given other ids (NFD splits letters, "i̇" carries its dot)
+    assert tokenizer.encode(typed[1]) != tokenizer.encode(cleaned[1][0])
+    assert tokenizer.encode(typed[2]) != tokenizer.encode(cleaned[2][0])
