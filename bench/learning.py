@@ -2,8 +2,8 @@
 
 Everything is measured in one run, on one split, with one tokenizer and the same batches:
 
-  minillm     train.py's Trainer with the `small` preset (or --set FIELD=VALUE overrides), evaluated with the
-              EMA weights every --eval-every steps
+  minillm     train.py's Trainer with the `small` preset (or --set FIELD=VALUE overrides), evaluated every
+              --eval-every steps (with the EMA weights when --set ema_decay=... turns an EMA on)
   BART        (only when `transformers` is importable; never required) Hugging Face's BartForConditionalGeneration
               with minillm's sizes, vocabulary and dropout, trained on the IDENTICAL batches (the same
               TokenBatchSampler, seed and order) with a plain recipe: AdamW (lr 1e-3, weight decay 0.01),
@@ -30,6 +30,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -210,14 +211,28 @@ def main(argv=None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on "
           f"{os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads")
     out = args.out or tempfile.mkdtemp(prefix="minillm-learning-")
+    try:
+        return run(args, out)
+    finally:
+        if args.out is None:                      # the run directory was ours: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def run(args, out: str) -> int:
     cfg = TrainConfig.preset("small", **{
         "data": args.data, "out": out, "val_fraction": 0.1, "vocab_size": 8000, "max_steps": args.steps,
         "eval_every": args.eval_every, "eval_generate": 10 ** 6, "eval_max_new_tokens": 48, "print_samples": 0,
         "save_every": 10 ** 6, "log_every": 10 ** 6, "time_budget": args.time_budget, "threads": args.threads,
         **overrides(args.set)})
     # the trainer's own progress lines: only its evaluations and time-budget decisions, as they happen
+    if cfg.grad_accum != 1:
+        raise SystemExit("bench/learning.py: --set grad_accum must stay 1 (the peer is fed one batch per step)")
     trainer = Trainer(cfg, log=lambda *a, **k: print("  ", *a, flush=True) if a and str(a[0]).lstrip().startswith(
         ("eval step", "time budget")) else None)
+    if trainer.val_set is None or len(trainer.val_set) < 2 or cfg.eval_generate < 1:
+        raise SystemExit(f"bench/learning.py: needs at least 2 validation pairs and --set eval_generate >= 1 "
+                         f"(got {len(trainer.val_set) if trainer.val_set else 0} pairs, eval_generate "
+                         f"{cfg.eval_generate})")
     print(f"data {args.data}: train {len(trainer.train_set)}, val {len(trainer.val_set)} pairs; vocabulary "
           f"{trainer.tokenizer.vocab_size}; minillm {trainer.model.num_params() / 1e6:.2f}M parameters; "
           f"{cfg.batch_tokens} tokens per batch, seed {cfg.seed}")

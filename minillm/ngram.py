@@ -68,12 +68,12 @@ class KneserNeyTrigram:
         self._cache: dict = {}
 
     def distribution(self, u: int, v: int) -> np.ndarray:
-        """P(· | u v) over the whole vocabulary, float64 (V,), summing to 1."""
+        """P(· | u v) over the whole vocabulary, float64 (V,), summing to 1. Read-only: it may be cached."""
         key = (u, v)
         if key in self._cache:
             return self._cache[key]
         D = self.D
-        p = self.p1
+        p = self.p1.copy()
         if self.n_v[v] > 0:                         # P2(· | v)
             p = p * (D * self.types_v[v] / self.n_v[v])
             for w, n in self.next_v[v].items():
@@ -83,7 +83,7 @@ class KneserNeyTrigram:
             p = p * (D * self.types_uv[key] / c)
             for w, n in self.next_uv[key].items():
                 p[w] += (n - D) / c
-        if len(self._cache) < 100_000:
+        if len(self._cache) < 2_000:                # each entry is V floats (59 KB at V = 7,367)
             self._cache[key] = p
         return p
 

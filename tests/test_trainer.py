@@ -183,6 +183,21 @@ def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path, select_by):
         assert not torch.equal(saved["model"]["embed.weight"], trainer.model.embed.weight)
 
 
+def test_resume_with_another_selection_starts_a_new_best(tmp_path):
+    """best_val holds an NLL or a negated chrF: a resumed run that selects by the other must not compare them."""
+    from minillm.trainer import resume_config
+    cfg = tiny_cfg(tmp_path, max_steps=4, eval_every=4, save_every=4, eval_generate=2, eval_max_new_tokens=4,
+                   select_by="nll")
+    first = Trainer(cfg, log=quiet)
+    first.fit()
+    assert first.best_val == pytest.approx(read_log(cfg.out, "eval")[4]["nll"])
+    lines = []
+    same = Trainer(resume_config(cfg.out, {"max_steps": 8}), resume=True, log=lines.append)
+    assert same.best_val == first.best_val and not any("selection changed" in line for line in lines)
+    other = Trainer(resume_config(cfg.out, {"max_steps": 8, "select_by": "chrf"}), resume=True, log=lines.append)
+    assert other.best_val == float("inf") and any("selection changed to chrf" in line for line in lines)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The whole path: data -> model -> loss -> optimiser -> checkpoint -> decoding
 
