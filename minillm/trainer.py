@@ -61,7 +61,7 @@ class TrainConfig:
     n_heads: int | None = None         # H, attention heads
     n_layers: int | None = None        # encoder layers = decoder layers
     d_ff: int | None = None            # feed-forward hidden width
-    dropout: float | None = None       # probability; 0.1 in the presets (Vaswani et al. 2017, §5.4)
+    dropout: float | None = None       # probability; 0.05 in the small preset, 0.1 in base (Vaswani et al. 2017, §5.4)
     # --- batch
     batch_tokens: int = 1024           # padded tokens (source + target) per micro-batch per process; small for 2 CPU cores
     grad_accum: int = 1                # micro-batches per optimiser step per process
