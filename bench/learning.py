@@ -40,9 +40,9 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from minillm.data import TokenBatchSampler, collate, nearest_neighbour_answers  # noqa: E402
 from minillm.losses import masked_cross_entropy  # noqa: E402
-from minillm.metrics import distinct_share, mismatched_sources, text_scores  # noqa: E402
+from minillm.metrics import distinct_share, text_scores  # noqa: E402
 from minillm.ngram import KneserNeyTrigram  # noqa: E402
-from minillm.trainer import TrainConfig, Trainer, score_items  # noqa: E402
+from minillm.trainer import TrainConfig, Trainer, answers_record, teacher_forced_record  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAW = ROOT.parent / "shared" / "data" / "turkish-law-chatbot" / "test.json"
@@ -143,15 +143,13 @@ def bart_greedy(model, srcs: list[list[int]], tok, max_new_tokens: int, batch: i
 def evaluate_peer(model, trainer, step: int, t_wall: float, t_cpu: float) -> dict:
     pad, items = trainer.tokenizer.pad_id, trainer.val_set.items
     model.eval()
-    fn = bart_logits(model, pad)
-    m = score_items(fn, items, pad, trainer.cfg.batch_tokens, "cpu")
-    gain = score_items(fn, mismatched_sources(items), pad, trainer.cfg.batch_tokens, "cpu").mean_nll - m.mean_nll
+    record = teacher_forced_record(bart_logits(model, pad), items, pad, trainer.cfg.batch_tokens, "cpu",
+                                   trainer.val_chars)
     n = min(trainer.cfg.eval_generate, len(items))
     hyps = bart_greedy(model, [items[i][0] for i in range(n)], trainer.tokenizer, trainer.cfg.eval_max_new_tokens)
-    scores = text_scores(hyps, [a for _, a in trainer.val_set.pairs[:n]])
     model.train()
-    return {"step": step, "elapsed_s": t_wall, "cpu_s": t_cpu, **m.summary(), "nll_per_char": m.nll_sum / trainer.val_chars,
-            "cond_gain": gain, "bleu": scores["bleu"], "chrf": scores["chrf"], "distinct": distinct_share(hyps)}
+    return {"step": step, "elapsed_s": t_wall, "cpu_s": t_cpu, **record,
+            **answers_record(hyps, [a for _, a in trainer.val_set.pairs[:n]])}
 
 
 def train_peer(trainer, steps: int, eval_every: int, lr: float, warmup: int) -> list[dict]:

@@ -204,6 +204,26 @@ def score_items(logits_fn, items: list, pad_id: int, batch_tokens: int, device) 
     return metrics
 
 
+def teacher_forced_record(logits_fn, items: list, pad_id: int, batch_tokens: int, device, n_chars: int) -> dict:
+    """The teacher-forced part of an evaluation record, one definition for minillm and the benchmark's peer:
+    nll, perplexity, (top-5) accuracy, nll_per_char (nats per answer character, comparable between
+    vocabularies; n_chars = characters of the answers scored) and, with at least 2 items, cond_gain
+    (NLL with each question swapped for another, minus NLL with its own: minillm.metrics.mismatched_sources)."""
+    metrics = score_items(logits_fn, items, pad_id, batch_tokens, device)
+    record = {**metrics.summary(), "nll_per_char": metrics.nll_sum / n_chars}
+    if len(items) >= 2:
+        swapped = score_items(logits_fn, mismatched_sources(items), pad_id, batch_tokens, device)
+        record["cond_gain"] = swapped.mean_nll - record["nll"]
+    return record
+
+
+def answers_record(hypotheses: list[str], references: list[str]) -> dict:
+    """The generated part of an evaluation record: corpus BLEU, chrF and the share of distinct answers."""
+    scores = text_scores(hypotheses, references)
+    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "n_generated": len(hypotheses),
+            "distinct": distinct_share(hypotheses)}
+
+
 class TrainingAborted(RuntimeError):
     """Too many non-finite steps in a row; the last good state has been saved."""
 
@@ -415,12 +435,6 @@ class Trainer:
                 "tokens": n_all, "flops": flops, "skipped": self.skipped}
 
     # ------------------------------------------------------------------ evaluation
-    def _score(self, items: list) -> TokenMetrics:
-        def logits_fn(src_ids, tgt_in_ids):
-            with self._autocast():
-                return self.model(src_ids, tgt_in_ids)                                    # (B, T, V)
-        return score_items(logits_fn, items, self.tokenizer.pad_id, self.cfg.batch_tokens, self.device)
-
     @torch.no_grad()
     def evaluate(self) -> dict | None:
         """Validation loss, perplexity, token/top-5 accuracy, NLL per answer character, the conditioning gain
@@ -432,13 +446,13 @@ class Trainer:
         ema = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with ema:
             self.model.eval()
-            metrics = self._score(self.val_set.items)
+            def logits_fn(src_ids, tgt_in_ids):
+                with self._autocast():
+                    return self.model(src_ids, tgt_in_ids)                                # (B, T, V)
             record = {"kind": "eval", "step": self.step, "elapsed_s": self.elapsed,
-                      "cpu_s": time.process_time() - self._cpu0, **metrics.summary(),
-                      # nats per character of the answers: comparable between vocabularies of any size
-                      "nll_per_char": metrics.nll_sum / self.val_chars}
-            if len(self.val_set) >= 2:
-                record["cond_gain"] = self._score(mismatched_sources(self.val_set.items)).mean_nll - record["nll"]
+                      "cpu_s": time.process_time() - self._cpu0,
+                      **teacher_forced_record(logits_fn, self.val_set.items, self.tokenizer.pad_id,
+                                              cfg.batch_tokens, self.device, self.val_chars)}
             n = min(cfg.eval_generate, len(self.val_set))
             if n > 0:
                 # the first n validation pairs, always the same ones; sources exactly as in training
@@ -448,10 +462,7 @@ class Trainer:
                     results = decode_ids(self.model, srcs, GenerationConfig(
                         strategy="greedy", max_new_tokens=cfg.eval_max_new_tokens))
                 hyps = [self.tokenizer.decode(ids) for ids, _ in results]
-                refs = [a for _, a in self.val_set.pairs[:n]]
-                scores = text_scores(hyps, refs)
-                record.update(bleu=scores["bleu"], chrf=scores["chrf"], n_generated=n,
-                              distinct=distinct_share(hyps))
+                record.update(answers_record(hyps, [a for _, a in self.val_set.pairs[:n]]))
                 for (q, a), h in list(zip(self.val_set.pairs, hyps))[:cfg.print_samples]:
                     self.log(f"  Q: {q}\n  reference: {a}\n  model:     {h}")
         self.model.train()
