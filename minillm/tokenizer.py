@@ -3,27 +3,24 @@
 BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with Subword Units") starts from a base
 alphabet and repeatedly merges the most frequent adjacent pair of symbols into a new symbol. Byte-level BPE
 (Radford et al. 2019, GPT-2) uses the 256 byte values as the base alphabet, so every string can be encoded and
-nothing is ever "unknown" -- which matters for Turkish, where a tokenizer built for English (the seed used
-t5-small's) silently drops or mangles "ı", "ğ" and "ş".
+nothing is ever "unknown" -- which matters for Turkish, where a tokenizer built for English (t5-small's, say)
+silently drops or mangles "ı", "ğ" and "ş".
 
 Vocabulary layout (ids):
     0, 1, 2          special tokens <pad>, <bos>, <eos>  (pad is 0 so that zero-filled tensors are padding)
     3 .. 258         the 256 byte values (token id = byte + 3)
     259 ..           one id per learned merge, in the order the merges were learned
 
-Three things make this tokenizer correct and fast enough in pure Python:
+Learning the merges is minillm/bpe.py (the textbook loop, and the incremental trainer that equals it). This
+module is everything around it:
 
 1. Pre-tokenisation. Text is first split into chunks (words with their leading space, numbers of at most three
    digits, punctuation runs, whitespace) by one regular expression, ``PATTERN``. Merges never cross a chunk
-   boundary, and *the same pattern* is used for training and for encoding.
-2. Incremental training. Instead of recounting every pair after every merge (the textbook loop, quadratic in
-   practice; it is kept in tests/test_tokenizer.py as the reference), we count each distinct chunk once with
-   its frequency, keep an index from each pair to the chunks that contain it, update only the counts a merge
-   touches, and pick the next merge from a max-heap with lazy deletion.
-3. Encoding caches the ids of every chunk it has seen, so the BPE loop runs once per distinct chunk.
-
-Tie-breaking is explicit so that training is deterministic: the next merge is the pair with the highest count;
-among equal counts, the smallest pair of ids (compared as (left, right)).
+   boundary, and *the same pattern* is used for training and for encoding. Training counts each distinct
+   chunk once, with its frequency (``count_chunks``), and hands those counts to ``bpe.train_merges``.
+2. Encoding replays the merges on each chunk, earliest-learned first, and caches the ids of every chunk it has
+   seen, so the BPE loop runs once per distinct chunk.
+3. Special tokens, decoding, and a versioned text file (``save`` / ``load``).
 
 Lone surrogates (str values such as "\\ud800", which are not valid Unicode scalar values and cannot be UTF-8
 encoded) are encoded with Python's "surrogatepass" rule, i.e. as the three bytes UTF-8 would use for that code
@@ -36,12 +33,14 @@ cleaning belongs to the data pipeline (minillm/data.py).
 from __future__ import annotations
 
 import codecs
-import heapq
 import json
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Iterable
+
+from minillm.bpe import train_merges
+from minillm.files import atomic_write_text
 
 FORMAT_NAME = "minillm-bpe"
 FORMAT_VERSION = 1
@@ -93,38 +92,22 @@ def _text_to_bytes(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogatepass")
 
 
-def _merge_word_counting(word: list[int], a: int, b: int, new_id: int, freq: int, counts: defaultdict,
-                         created: set) -> list[int]:
-    """Replace every occurrence of (a, b) in `word` by `new_id`, scanning left to right ("aaa" with (a, a) ->
-    [aa, a]), and update the pair `counts` of the neighbours of each merge site (weighted by `freq`).
+def count_chunks(texts: Iterable[str]) -> dict[tuple[int, ...], int]:
+    """The distinct pre-tokenised chunks of `texts`, each as its tuple of byte token ids, with how often it occurs.
 
-    For an occurrence "x a b y" that becomes "x Z y", the pairs (x, a) and (b, y) lose `freq` and (x, Z) and
-    (Z, y) gain it; every other pair of the word is unchanged, so we never recount the whole word.
-    subtle: with back-to-back occurrences "a b a b" -> "Z Z", the first site adds (Z, a) and the second one,
-    whose left neighbour is now Z, takes it away again and adds (Z, Z) -- the net change is right.
-    The counts of (a, b) itself are not maintained here; the caller drops that pair. Pairs that gain are added
-    to `created`: they are the only pairs this word can newly contain.
+    These are the "words" that minillm/bpe.py learns merges from. Counting each distinct chunk once is what lets
+    training scale with the vocabulary of the corpus rather than its length.
     """
-    out = []
-    i, n = 0, len(word)
-    while i < n:
-        if word[i] == a and i + 1 < n and word[i + 1] == b:
-            if out:
-                left = out[-1]
-                counts[(left, a)] -= freq
-                counts[(left, new_id)] += freq
-                created.add((left, new_id))
-            if i + 2 < n:
-                right = word[i + 2]
-                counts[(b, right)] -= freq
-                counts[(new_id, right)] += freq
-                created.add((new_id, right))
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
+    if isinstance(texts, str):
+        raise TypeError("texts must be an iterable of str, not a single str (wrap it in a list)")
+    split = re.compile(PATTERN).findall
+    chunk_counts: Counter[str] = Counter()
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must contain str, got {type(text).__name__}")
+        chunk_counts.update(split(text))
+    # subtle: distinct chunks give distinct byte strings (surrogatepass is one-to-one), so no counts are lost here
+    return {tuple(b + BYTE_OFFSET for b in _text_to_bytes(chunk)): n for chunk, n in chunk_counts.items()}
 
 
 class BPETokenizer:
@@ -157,71 +140,14 @@ class BPETokenizer:
         """Learn `vocab_size - 259` merges from `texts` (fewer if no pair occurs `min_frequency` times).
 
         A pair seen fewer than `min_frequency` times is not merged: with the default 2, a merge must at least
-        be a pattern, not a single occurrence.
+        be a pattern, not a single occurrence. Ties between equally frequent pairs go to the smallest
+        (left, right) ids, so the result is deterministic (see minillm/bpe.py).
         """
         if not isinstance(vocab_size, int) or vocab_size < FIRST_MERGE_ID:
             raise ValueError(f"vocab_size must be an int >= {FIRST_MERGE_ID} (3 special tokens + 256 bytes), "
                              f"got {vocab_size!r}")
-        if isinstance(texts, str):
-            raise TypeError("texts must be an iterable of str, not a single str (wrap it in a list)")
-        split = re.compile(PATTERN).findall
-
-        # 1. Count each distinct chunk once. A chunk is stored as its list of byte token ids.
-        chunk_counts: Counter = Counter()
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"texts must contain str, got {type(text).__name__}")
-            chunk_counts.update(split(text))
-        words = [[b + BYTE_OFFSET for b in _text_to_bytes(chunk)] for chunk in chunk_counts]
-        freqs = list(chunk_counts.values())
-
-        # 2. Pair counts (weighted by chunk frequency) and the index pair -> chunks that (may) contain it.
-        counts: defaultdict[tuple[int, int], int] = defaultdict(int)
-        where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
-        for wi, word in enumerate(words):
-            f = freqs[wi]
-            for pair in zip(word, word[1:]):
-                counts[pair] += f
-                where[pair].add(wi)
-
-        # 3. Max-heap of (-count, left, right). Lazy deletion: an entry may hold a stale, *higher* count (we push
-        #    only when a count grows). When a stale entry reaches the top we push the current count back and
-        #    pop again, so the first entry whose count is current is the true maximum, with the smallest ids
-        #    winning ties because they sort first.
-        heap = [(-c, a, b) for (a, b), c in counts.items()]
-        heapq.heapify(heap)
-
-        merges: list[tuple[int, int]] = []
-        n_merges = vocab_size - FIRST_MERGE_ID
-        while len(merges) < n_merges and heap:
-            neg_count, a, b = heapq.heappop(heap)
-            pair = (a, b)
-            current = counts.get(pair, 0)
-            if current != -neg_count:  # stale entry
-                if current > 0:
-                    heapq.heappush(heap, (-current, a, b))
-                continue
-            if current < min_frequency:
-                break  # the best remaining pair is too rare; so is every other one
-            new_id = FIRST_MERGE_ID + len(merges)
-            merges.append(pair)
-
-            # 4. Apply the merge only to the chunks that contain the pair, updating only their pair counts.
-            grown = set()
-            for wi in where.pop(pair):
-                word = words[wi]
-                created = set()
-                new_word = _merge_word_counting(word, a, b, new_id, freqs[wi], counts, created)
-                if len(new_word) == len(word):
-                    continue  # stale index entry: an earlier merge already consumed this pair here
-                for p in created:
-                    where[p].add(wi)
-                grown |= created
-                words[wi] = new_word
-            counts.pop(pair, None)
-            for p in grown:
-                if counts[p] > 0:
-                    heapq.heappush(heap, (-counts[p], p[0], p[1]))
+        merges = train_merges(count_chunks(texts), n_merges=vocab_size - FIRST_MERGE_ID,
+                              first_id=FIRST_MERGE_ID, min_frequency=min_frequency)
         return cls(merges)
 
     # ------------------------------------------------------------------------------------------- encoding
@@ -307,7 +233,7 @@ class BPETokenizer:
 
     # ------------------------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
-        """Write a human-readable, versioned text file, atomically (temporary file, then rename).
+        """Write a human-readable, versioned text file, atomically (minillm/files.py: temporary file, then rename).
 
         Layout: "minillm-bpe 1", the pattern as a JSON string, the merge count, one merge per line
         ("left right" ids, with the new token's text as a comment), and "end" so a truncated file is detected.
@@ -315,13 +241,10 @@ class BPETokenizer:
         lines = [f"{FORMAT_NAME} {FORMAT_VERSION}", "pattern " + json.dumps(self.pattern),
                  f"merges {len(self.merges)}"]
         for i, (left, right) in enumerate(self.merges):
-            lines.append(f"{left} {right}  # {FIRST_MERGE_ID + i} = {json.dumps(self.id_to_token_str(FIRST_MERGE_ID + i))}")
+            text = json.dumps(self.id_to_token_str(FIRST_MERGE_ID + i))
+            lines.append(f"{left} {right}  # {FIRST_MERGE_ID + i} = {text}")
         lines.append("end")
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":

@@ -1,14 +1,17 @@
-"""Specification of minillm.tokenizer: byte-level BPE.
+"""Specification of minillm.tokenizer (byte-level BPE) and minillm.bpe (learning the merges).
 
-The reference trainer below is the textbook loop (recount every pair after every merge); the fast, incremental
-trainer must learn exactly the same merges.
+minillm.bpe holds the textbook BPE loop (recount every pair after every merge) next to the fast, incremental
+trainer; the tests check the textbook loop by hand and the fast trainer against it.
 """
+import os
 import re
+from collections import Counter
 
 import pytest
 from hypothesis import given, strategies as st
 
-from minillm.tokenizer import FIRST_MERGE_ID, PATTERN, BPETokenizer
+from minillm import bpe
+from minillm.tokenizer import FIRST_MERGE_ID, PATTERN, BPETokenizer, count_chunks
 
 A, B, C, D = (ord(ch) + 3 for ch in "abcd")  # byte token id = byte value + 3
 
@@ -19,37 +22,10 @@ any_char = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))  # i
 any_text = st.text(alphabet=any_char, max_size=60)
 
 
-def naive_train(texts, vocab_size, min_frequency=2):
-    """The textbook BPE loop, kept here as the reference: recount all pairs after every merge."""
-    chunks = [list(c.encode("utf-8", "surrogatepass")) for t in texts for c in re.findall(PATTERN, t)]
-    words = [[b + 3 for b in c] for c in chunks]
-    merges = []
-    while FIRST_MERGE_ID + len(merges) < vocab_size:
-        counts = {}
-        for w in words:
-            for pair in zip(w, w[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        # highest count first; among equal counts the smallest (left, right)
-        best = min(counts, key=lambda p: (-counts[p], p))
-        if counts[best] < min_frequency:
-            break
-        new_id = FIRST_MERGE_ID + len(merges)
-        merges.append(best)
-        merged_words = []
-        for w in words:
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            merged_words.append(out)
-        words = merged_words
-    return merges
+def word_counts_of(texts):
+    """The training words of `texts`, built here without the tokenizer: chunk ids (byte + 3) -> count."""
+    return Counter(tuple(b + 3 for b in chunk.encode("utf-8", "surrogatepass"))
+                   for text in texts for chunk in re.findall(PATTERN, text))
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +49,55 @@ def test_hand_checkable_example():
     assert tok.vocab_size == FIRST_MERGE_ID + 3
 
 
-@given(st.lists(small_text, max_size=6), st.integers(FIRST_MERGE_ID, FIRST_MERGE_ID + 40), st.integers(1, 3))
-def test_fast_trainer_equals_textbook_loop(texts, vocab_size, min_frequency):
-    fast = BPETokenizer.train(texts, vocab_size=vocab_size, min_frequency=min_frequency)
-    assert fast.merges == naive_train(texts, vocab_size, min_frequency)
+def test_textbook_loop_by_hand():
+    # merge_pair scans left to right: overlapping occurrences of (a, a) merge from the left.
+    assert bpe.merge_pair([A, A, A], (A, A), 999) == [999, A]
+    assert bpe.merge_pair([A, B, A, B, C], (A, B), 999) == [999, 999, C]
+    # "aaabdaaabac", as in test_hand_checkable_example: aa -> Z, ab -> Y (wins the tie with Za), ZY -> X.
+    # The text is then X d X a c: every pair occurs once, below min_frequency=2, so training stops at 3 merges.
+    word = {tuple(ord(ch) + 3 for ch in "aaabdaaabac"): 1}
+    Z, Y, X = FIRST_MERGE_ID, FIRST_MERGE_ID + 1, FIRST_MERGE_ID + 2
+    assert bpe.train_merges_textbook(word, 10, FIRST_MERGE_ID, min_frequency=2) == [(A, A), (A, B), (Z, Y)]
+    # With min_frequency=1 the fourth merge is a four-way tie at count 1: (X,d) (d,X) (X,a) (a,c); (a,c) is smallest.
+    assert bpe.train_merges_textbook(word, 4, FIRST_MERGE_ID, min_frequency=1) == [(A, A), (A, B), (Z, Y), (A, C)]
+    # Counts weight the pairs: "cd" three times (3) beats "abab" once ((a,b) twice); then "abab" -> Y Y, once.
+    words = {(A, B, A, B): 1, (C, D): 3}
+    assert bpe.train_merges_textbook(words, 10, FIRST_MERGE_ID) == [(C, D), (A, B)]
+    assert bpe.train_merges_textbook(words, 10, FIRST_MERGE_ID, min_frequency=1) == [(C, D), (A, B), (Y, Y)]
+    assert bpe.train_merges_textbook(words, 1, FIRST_MERGE_ID) == [(C, D)]  # n_merges is an upper bound
+
+
+@given(st.lists(small_text, max_size=6), st.integers(1, 3), st.integers(FIRST_MERGE_ID, FIRST_MERGE_ID + 40),
+       st.integers(0, 4))
+def test_fast_trainer_equals_textbook_loop(texts, repeats, vocab_size, min_frequency):
+    texts = texts * repeats  # repeated texts: counts above 1 and more ties
+    words = word_counts_of(texts)
+    assert count_chunks(texts) == words
+    textbook = bpe.train_merges_textbook(words, vocab_size - FIRST_MERGE_ID, FIRST_MERGE_ID, min_frequency)
+    assert bpe.train_merges(words, vocab_size - FIRST_MERGE_ID, FIRST_MERGE_ID, min_frequency) == textbook
+    assert BPETokenizer.train(texts, vocab_size=vocab_size, min_frequency=min_frequency).merges == textbook
+
+
+# Words over a 3-symbol alphabet with arbitrary counts: long runs ("0 0 0 0"), back-to-back pairs, many ties.
+random_words = st.dictionaries(st.lists(st.integers(0, 2), max_size=12).map(tuple), st.integers(1, 50), max_size=8)
+
+
+@given(random_words, st.integers(0, 30), st.integers(3, 6), st.integers(0, 60))
+def test_train_merges_equals_textbook_on_random_words(words, n_merges, first_id, min_frequency):
+    textbook = bpe.train_merges_textbook(words, n_merges, first_id, min_frequency)
+    assert bpe.train_merges(words, n_merges, first_id, min_frequency) == textbook
+    assert len(textbook) <= n_merges and len(set(textbook)) == len(textbook)
+
+
+@pytest.mark.parametrize("train", [bpe.train_merges, bpe.train_merges_textbook])
+def test_trainers_reject_bad_input(train):
+    with pytest.raises(ValueError, match="first_id"):
+        train({(1, 5): 2}, 3, first_id=5)  # id 5 would collide with the first merged token
+    with pytest.raises(ValueError, match="counts"):
+        train({(1, 2): 0}, 3, first_id=5)
+    with pytest.raises(ValueError, match="n_merges"):
+        train({(1, 2): 2}, -1, first_id=5)
+    assert train({(1, 2): 2, (3,): 9, (): 4}, 3, first_id=5) == [(1, 2)]
 
 
 @given(st.lists(small_text, min_size=1, max_size=6), st.randoms())
@@ -169,7 +190,22 @@ def test_saved_file_is_readable_and_versioned(turkish_tok, tmp_path):
     assert lines[0] == "minillm-bpe 1"
     assert lines[2] == f"merges {len(turkish_tok.merges)}"
     assert lines[-1] == "end"
-    assert not list(tmp_path.glob("*.tmp*"))  # the temporary file was renamed, not left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.bpe"]  # the temporary file was renamed, not left
+
+
+def test_failed_save_leaves_the_old_file(turkish_tok, tmp_path, monkeypatch):
+    path = tmp_path / "tokenizer.bpe"
+    BPETokenizer.train(["aaabdaaabac"], vocab_size=FIRST_MERGE_ID + 1).save(path)
+    before = path.read_text(encoding="utf-8")
+
+    def disk_error(fd):
+        raise OSError("simulated I/O error before the rename")
+
+    monkeypatch.setattr(os, "fsync", disk_error)  # the write fails after the new contents were written out
+    with pytest.raises(OSError, match="simulated"):
+        turkish_tok.save(path)
+    assert path.read_text(encoding="utf-8") == before  # neither truncated nor half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.bpe"]
 
 
 def _corrupt(lines, how):
