@@ -9,45 +9,55 @@
     python generate.py --checkpoint runs/small --strategy sample --temperature 0.8 --top-p 0.9 --seed 1 "soru"
     python generate.py --checkpoint runs/small --serve [--host 127.0.0.1] [--port 8000]
 
-Each flag maps to a field of minillm.generation.GenerationConfig; the script only parses arguments and calls
-the library (minillm.checkpoint.load, minillm.generation.generate, minillm.web.serve).
+Each decoding flag maps to a field of minillm.generation.GenerationConfig, and takes its type, range and help
+from minillm.decoding.SETTINGS; the script only parses arguments and calls the library
+(minillm.checkpoint.load, minillm.generation.generate, minillm.machinery.web.serve).
+A bad flag or value exits 2 with one line on stderr.
 """
 import argparse
 import sys
 
-import torch
-
 from minillm.checkpoint import CheckpointError, load
-from minillm.generation import STRATEGIES, GenerationConfig, generate
+from minillm.generation import SETTINGS, GenerationConfig, generate
+from minillm.machinery.device import DEVICES, resolve_device
 
 DEFAULTS = GenerationConfig()
-# flag -> GenerationConfig field, with its type; the defaults are GenerationConfig's own.
+# flag -> GenerationConfig field; type, choices, range and help come from SETTINGS, defaults from GenerationConfig.
 FLAGS = {
-    "--strategy": ("strategy", str), "--max-new-tokens": ("max_new_tokens", int),
-    "--temperature": ("temperature", float), "--top-k": ("top_k", int), "--top-p": ("top_p", float),
-    "--beams": ("num_beams", int), "--length-penalty": ("length_penalty", float),
-    "--repetition-penalty": ("repetition_penalty", float), "--no-repeat-ngram": ("no_repeat_ngram_size", int),
-    "--seed": ("seed", int),
+    "--strategy": "strategy", "--max-new-tokens": "max_new_tokens", "--temperature": "temperature",
+    "--top-k": "top_k", "--top-p": "top_p", "--beams": "num_beams", "--length-penalty": "length_penalty",
+    "--repetition-penalty": "repetition_penalty", "--no-repeat-ngram": "no_repeat_ngram_size", "--seed": "seed",
 }
+TYPES = {"choice": str, "int": int, "number": float}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a user error as one line (no usage block): 'generate.py: error: ...', exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="generate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("questions", nargs="*", help="questions to answer (none: --input, stdin or a prompt)")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoint directory written by train.py or minillm.checkpoint.save_model (or a .pt file)")
     p.add_argument("--input", metavar="FILE", help="read questions from FILE, one per line (blank lines skipped)")
-    for flag, (name, kind) in FLAGS.items():
-        p.add_argument(flag, dest=name, type=kind, default=getattr(DEFAULTS, name),
-                       choices=STRATEGIES if name == "strategy" else None,
-                       metavar=None if name == "strategy" else name.upper(),
-                       help=f"GenerationConfig.{name} (default: {getattr(DEFAULTS, name)})")
+    for flag, name in FLAGS.items():
+        setting = SETTINGS[name]
+        p.add_argument(flag, dest=name, type=TYPES[setting.kind], default=getattr(DEFAULTS, name),
+                       choices=setting.choices or None, metavar=None if setting.choices else name.upper(),
+                       help=f"{setting.help}; {setting.range_text()} (default: {getattr(DEFAULTS, name)})"
+                            .replace("%", "%%"))
     p.add_argument("--batch-size", type=int, default=32, help="questions decoded together (default: 32)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto = cuda when available, else cpu")
-    p.add_argument("--serve", action="store_true", help="serve the web page for the checkpoint (minillm.web)")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the web page for the checkpoint (minillm.machinery.web)")
     p.add_argument("--host", default="127.0.0.1", help="--serve: address to bind (default: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="--serve: port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="--serve: port in [0, 65535], 0 = any free one "
+                                                           "(default: 8000)")
     return p
 
 
@@ -72,23 +82,22 @@ def read_questions(args, parser) -> list[str] | None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                 # unknown flags and wrong types exit here with a message
-    settings = {name: getattr(args, name) for name, _ in FLAGS.values()}
     try:
-        gcfg = GenerationConfig(**settings)
+        for flag, name in FLAGS.items():          # the table's own check, naming the flag the user typed
+            SETTINGS[name].check(flag, getattr(args, name))
+        config = GenerationConfig(**{name: getattr(args, name) for name in FLAGS.values()})
+        device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be in [0, 65535], got {args.port}")
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available (use --device cpu)")
     if args.serve:
         if args.questions or args.input:
             parser.error("--serve takes no questions (ask them on the page)")
-        from minillm import web
+        from minillm.machinery import web
         try:
             web.serve(args.checkpoint, host=args.host, port=args.port, device=device)
         except (OSError, CheckpointError, ValueError, KeyError, TypeError) as e:
@@ -109,10 +118,10 @@ def main(argv=None) -> int:
     questions = read_questions(args, parser)
     try:
         if questions is not None:
-            for answer in generate(model, tokenizer, questions, gcfg, batch_size=args.batch_size):
+            for answer in generate(model, tokenizer, questions, config, batch_size=args.batch_size):
                 print(answer.text, flush=True)
             return 0
-        print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {gcfg.strategy}). "
+        print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {config.strategy}). "
               "Bir soru yazın; çıkmak için Ctrl-D.", file=sys.stderr)
         while True:
             print("soru> ", end="", file=sys.stderr, flush=True)   # the prompt on stderr: stdout holds answers
@@ -122,7 +131,7 @@ def main(argv=None) -> int:
                 return 0
             question = line.strip()
             if question:
-                print(generate(model, tokenizer, [question], gcfg)[0].text, flush=True)
+                print(generate(model, tokenizer, [question], config)[0].text, flush=True)
     except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
         print(f"generate.py: error: {e}", file=sys.stderr)
         return 1

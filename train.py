@@ -1,4 +1,4 @@
-"""Train minillm. Every flag is a field of minillm.trainer.TrainConfig; --config picks the preset defaults.
+"""Train minillm. Every flag is a field of minillm.training.TrainConfig; --config picks the preset defaults.
 
     python train.py                                    # small preset, data/sample.json, CPU or GPU
     python train.py --device cuda --config base        # ~100M parameters, bf16
@@ -12,7 +12,8 @@ import sys
 
 import torch
 
-from minillm.trainer import CHOICES, TrainConfig, Trainer, TrainingAborted, resume_config
+from minillm.machinery.run import TrainingAborted, resume_config, start_run
+from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
 
 
 def _type(annotation: str):
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     # preset or a resumed run's saved configuration without clobbering it with argparse defaults.
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", choices=["small", "base"], default="small", help="preset (default: small)")
+    p.add_argument("--config", choices=list(TRAIN_PRESETS), default="small", help="preset (default: small)")
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue from the newest state-*.pt in --out, with its saved configuration")
     help_text, defaults = TrainConfig.field_help(), TrainConfig()
@@ -56,11 +57,11 @@ def main(argv=None) -> int:
         parser.error(str(e))
     try:
         try:
-            trainer = Trainer(cfg, resume=resume)
+            run = start_run(cfg, resume=resume)
         except (ValueError, FileNotFoundError, FileExistsError) as e:   # the data or the run directory
             print(f"error: {e}", file=sys.stderr)
             return 2
-        trainer.fit()
+        run.fit()
     except TrainingAborted as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     pairs, _ = clean_pairs(load_pairs(data))
-    splits = split_pairs(pairs, tc.get("val_fraction", 0.1), tc.get("test_fraction", 0.0))
+    splits = split_pairs(pairs, tc.get("val_fraction", 0.1), 0.0)
     print(f"{target} (step {saved.get('step')}), data {data}; load average {os.getloadavg()[0]:.2f}")
     report("training questions", splits["train"], model, tok, args.max_new_tokens, args.show)
     if splits["val"]:

@@ -2,14 +2,14 @@
 
 Everything is measured in one run, on one split, with one tokenizer and the same batches:
 
-  minillm     train.py's Trainer with the `small` preset (or --set FIELD=VALUE overrides), evaluated every
+  minillm     train.py's run (minillm.machinery.run) with the `small` preset (or --set FIELD=VALUE overrides), evaluated every
               --eval-every steps (with the EMA weights when --set ema_decay=... turns an EMA on)
   BART        (only when `transformers` is importable; never required) Hugging Face's BartForConditionalGeneration
               with minillm's sizes, vocabulary and dropout, trained on the IDENTICAL batches (the same
               TokenBatchSampler, seed and order) with a plain recipe: AdamW (lr 1e-3, weight decay 0.01),
               get_linear_schedule_with_warmup, gradient clipping at 1.0, no label smoothing, no EMA
-  trigram     an interpolated Kneser–Ney trigram of the answers (minillm.ngram), which never sees the question
-  neighbour   the answer of the most similar training question (minillm.data.nearest_neighbour_answers)
+  trigram     an interpolated Kneser–Ney trigram of the answers (minillm.machinery.baselines), which never sees the question
+  neighbour   the answer of the most similar training question (minillm.machinery.baselines)
 
 Per evaluation point, on all validation pairs: NLL per target token (incl. <eos>), NLL per answer character
 (comparable across vocabularies), perplexity, token accuracy, the conditioning gain (NLL with each question
@@ -38,11 +38,14 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from minillm.data import TokenBatchSampler, collate, nearest_neighbour_answers  # noqa: E402
+from minillm.batching import TokenBatchSampler, collate  # noqa: E402
+from minillm.evaluation import answers_record, teacher_forced_record  # noqa: E402
 from minillm.losses import masked_cross_entropy  # noqa: E402
+from minillm.machinery import runlog  # noqa: E402
+from minillm.machinery.baselines import KneserNeyTrigram, nearest_neighbour_answers  # noqa: E402
+from minillm.machinery.run import start_run  # noqa: E402
 from minillm.metrics import distinct_share, text_scores  # noqa: E402
-from minillm.ngram import KneserNeyTrigram  # noqa: E402
-from minillm.trainer import TrainConfig, Trainer, answers_record, teacher_forced_record  # noqa: E402
+from minillm.training import TrainConfig  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAW = ROOT.parent / "shared" / "data" / "turkish-law-chatbot" / "test.json"
@@ -159,7 +162,7 @@ def train_peer(trainer, steps: int, eval_every: int, lr: float, warmup: int) -> 
     model = make_bart(trainer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(opt, warmup, steps)
-    # the same sampler, seed and epoch order as Trainer._next_batch: the identical batches
+    # the same sampler, seed and epoch order as Trainer's batch stream: the identical batches
     sampler = TokenBatchSampler(trainer.train_set.lengths, cfg.batch_tokens, seed=cfg.seed)
     it, records = iter(sampler), []
     t0, c0 = time.perf_counter(), time.process_time()
@@ -225,8 +228,9 @@ def run(args, out: str) -> int:
     # the trainer's own progress lines: only its evaluations and time-budget decisions, as they happen
     if cfg.grad_accum != 1:
         raise SystemExit("bench/learning.py: --set grad_accum must stay 1 (the peer is fed one batch per step)")
-    trainer = Trainer(cfg, log=lambda *a, **k: print("  ", *a, flush=True) if a and str(a[0]).lstrip().startswith(
+    run = start_run(cfg, log=lambda *a, **k: print("  ", *a, flush=True) if a and str(a[0]).lstrip().startswith(
         ("eval step", "time budget")) else None)
+    trainer = run.trainer
     if trainer.val_set is None or len(trainer.val_set) < 2 or cfg.eval_generate < 1:
         raise SystemExit(f"bench/learning.py: needs at least 2 validation pairs and --set eval_generate >= 1 "
                          f"(got {len(trainer.val_set) if trainer.val_set else 0} pairs, eval_generate "
@@ -244,7 +248,7 @@ def run(args, out: str) -> int:
     kn_scores = kn.score([out_ids for _, _, out_ids in val.items])
     trigram = {"nll": kn_scores["nll"], "perplexity": kn_scores["perplexity"], "accuracy": kn_scores["accuracy"],
                "nll_per_char": kn_scores["nll_sum"] / trainer.val_chars, "cond_gain": 0.0}
-    nn_answers = nearest_neighbour_answers(trainer.splits["train"], [q for q, _ in val.pairs], tok)
+    nn_answers = nearest_neighbour_answers(trainer.train_set.pairs, [q for q, _ in val.pairs], tok)
     nn_text = text_scores(nn_answers, [a for _, a in val.pairs])
     neighbour = {"bleu": nn_text["bleu"], "chrf": nn_text["chrf"], "distinct": distinct_share(nn_answers)}
 
@@ -253,9 +257,8 @@ def run(args, out: str) -> int:
     print(row("neighbour", neighbour), flush=True)
     mine = []
     if args.only != "bart":
-        trainer.fit()
-        mine = [json.loads(line) for line in (pathlib.Path(out) / "log.jsonl").read_text().splitlines()]
-        mine = [r for r in mine if r.get("kind") == "eval"]
+        run.fit()
+        mine = [r for r in runlog.read(pathlib.Path(out) / runlog.LOG_FILE)[0] if r.get("kind") == "eval"]
         for r in mine:
             print(row("minillm", r), flush=True)
     results = {"minillm": mine, "trigram": trigram, "neighbour": neighbour, "config": dataclasses.asdict(cfg)}

@@ -1,7 +1,19 @@
 """minillm: an encoder-decoder transformer for Turkish legal Q&A, written by hand in PyTorch to be read.
 
-Read the modules in this order; each one uses only those above it:
-tokenizer -> attention -> layers -> model -> losses -> metrics -> optim -> data -> generation -> checkpoint
--> trainer -> web.
+Two layers. The course (the modules directly in this folder) is what a learner reads, in this order; each
+module uses only those above it:
+
+    files -> bpe -> tokenizer -> attention -> layers -> transformer -> model -> losses -> metrics -> optim
+    -> data -> batching -> decoding -> beam -> generation -> evaluation -> training
+
+The machinery (minillm/machinery/) makes it a tool: devices and several processes, checkpoints, the run log,
+a training run from a config (set-up, resume, the loop), baselines, the downloader and the web page. It
+imports the course; the course never imports it. tests/test_layout.py holds both to these lists.
 """
 __version__ = "0.1.0"
+
+COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "model", "losses", "metrics", "optim",
+          "data", "batching", "decoding", "beam", "generation", "evaluation", "training")
+MACHINERY = ("machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.run", "machinery.baselines",
+             "machinery.download", "machinery.api", "machinery.web")
+ALIASES = ("checkpoint",)   # the public contract's `minillm.checkpoint`, a re-export of machinery.checkpoint

@@ -8,8 +8,9 @@ One mask convention for the whole package, stated here once:
 Masks broadcast to (..., T, S): T queries (rows) against S keys (columns). Converting at the boundaries:
 torch.nn.MultiheadAttention's `key_padding_mask` means the opposite (True = ignore), so pass it `~mask`.
 
-Shape symbols (used in every comment): B batch, S source/key length, T target/query length, C model width,
-H heads, D head width (C = H * D).
+Shape symbols (used in every comment): B batch, S key length (the source in cross-attention), T query
+length (the target), C model width, H heads, D head width (C = H * D); L a length that is S or T (a
+projection or a cache serves both sides).
 """
 from __future__ import annotations
 
@@ -194,13 +195,13 @@ class MultiHeadAttention(nn.Module):
         return KVCache(self._split_heads(k), self._split_heads(v))            # (B, H, S, D) each
 
     def forward(self, x_q: Tensor, x_kv: Optional[Tensor], mask: Optional[Tensor] = None, *,
-                need_weights: bool = False, cache: Optional[KVCache] = None, static_kv: bool = False,
+                need_weights: bool = False, cache: Optional[KVCache] = None, kv_from_cache: bool = False,
                 rotary: Optional[Callable[[Tensor, int], Tensor]] = None):
         """x_q: (B, T, C) queries; x_kv: (B, S, C) keys/values (x_q itself for self-attention).
 
         mask: bool broadcastable to (B, T, S), True = may attend (a key padding mask is mask[:, None, :]).
-        cache: self-attention decoding (static_kv=False): the new positions' keys/values are appended to
-          `cache` and the queries attend to everything cached. Cross-attention (static_kv=True): keys and
+        cache: self-attention decoding (kv_from_cache=False): the new positions' keys/values are appended to
+          `cache` and the queries attend to everything cached. Cross-attention (kv_from_cache=True): keys and
           values are read from `cache` (made once by `kv_cache`) and x_kv is ignored (pass None).
         rotary: RoPE, a callable (x (B, H, L, D), first position) -> x rotated; applied to queries and keys
           of self-attention only.
@@ -209,9 +210,9 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x_q.shape
         if C != self.d_model:
             raise ValueError(f"x_q has width {C}, expected d_model = {self.d_model}")
-        if static_kv:
+        if kv_from_cache:
             if cache is None or cache.k is None:
-                raise ValueError("static_kv=True needs a filled cache (made by kv_cache)")
+                raise ValueError("kv_from_cache=True needs a filled cache (made by kv_cache)")
             q = self._split_heads(self.q_proj(x_q))                          # (B, H, T, D)
             k, v = cache.k, cache.v                                          # (B, H, S, D) each
         else:

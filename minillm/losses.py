@@ -22,11 +22,6 @@ import torch
 import torch.nn.functional as F
 
 
-def count_tokens(target_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Number of real (non-pad) target tokens, as a 0-dim int64 tensor (no host sync)."""
-    return (target_ids != pad_id).sum()
-
-
 def masked_cross_entropy(logits: torch.Tensor, target_ids: torch.Tensor, pad_id: int = 0,
                          label_smoothing: float = 0.0, fused: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:

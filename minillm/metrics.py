@@ -36,18 +36,6 @@ def topk_correct(logits: torch.Tensor, target_ids: torch.Tensor, k: int = 1, pad
     return int((hit & real).sum()), int(real.sum())
 
 
-def token_accuracy(logits: torch.Tensor, target_ids: torch.Tensor, pad_id: int = 0) -> float:
-    """Fraction of real target tokens whose argmax prediction is right (padding excluded)."""
-    correct, n = topk_correct(logits, target_ids, 1, pad_id)
-    return correct / n if n else float("nan")
-
-
-def topk_accuracy(logits: torch.Tensor, target_ids: torch.Tensor, k: int, pad_id: int = 0) -> float:
-    """Fraction of real target tokens found among the k most likely predictions."""
-    correct, n = topk_correct(logits, target_ids, k, pad_id)
-    return correct / n if n else float("nan")
-
-
 class TokenMetrics:
     """Accumulates NLL and hit counts over many batches; reads out set-level perplexity and accuracies.
 
@@ -72,16 +60,12 @@ class TokenMetrics:
         """Add one batch. logits: (B, T, V); target_ids: (B, T)."""
         # subtle: perplexity is defined on the plain NLL; label smoothing is a training device and stays off.
         nll_sum, n = masked_cross_entropy(logits, target_ids, pad_id=self.pad_id, label_smoothing=0.0)
-        self.add_nll(float(nll_sum), int(n))
+        self.nll_sum += float(nll_sum)
+        self.n_tokens += int(n)
         V = logits.shape[-1]
         for k in self.ks:
             if k <= V:
                 self.correct[k] += topk_correct(logits, target_ids, k, self.pad_id)[0]
-
-    def add_nll(self, nll_sum: float, n_tokens: int) -> None:
-        """Add an NLL sum already computed elsewhere (e.g. by the evaluation loop's own loss call)."""
-        self.nll_sum += float(nll_sum)
-        self.n_tokens += int(n_tokens)
 
     @property
     def mean_nll(self) -> float:

@@ -10,7 +10,9 @@ optimizer.step() -> schedule.step() -> ema.update(model).
 - The schedule is written by hand as a plain function of the step (`lr_at`), next to the same schedule
   built from PyTorch's own schedulers (`torch_schedule`); a test proves the two agree.
 - EMA (Polyak & Juditsky 1992 averaging, in its exponential form): a slow copy of the weights that
-  evaluation and generation use; it is usually a little better than the raw weights at the same step.
+  evaluation and generation use. Measured once (README, training section: decay 0.995 on the shipped
+  sample), its validation NLL was 0.03-0.10 nats lower than the raw weights' from step 200 on, and its greedy
+  chrF within a point either way: a small gain in loss, none in the answers at that length of run.
 """
 from __future__ import annotations
 
@@ -92,29 +94,37 @@ class Schedule:
 
     def __init__(self, optimizer, max_lr, warmup_steps, total_steps, min_lr=0.0, decay="cosine"):
         self.optimizer = optimizer
-        self.kw = dict(max_lr=max_lr, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr,
-                       decay=decay)
+        self.max_lr, self.warmup_steps, self.total_steps = max_lr, warmup_steps, total_steps
+        self.min_lr, self.decay = min_lr, decay
         self.last_step = 0
         self._apply()
 
+    def lr(self, step: int) -> float:
+        """The rate at `step` under this schedule's settings."""
+        return lr_at(step, self.max_lr, self.warmup_steps, self.total_steps, self.min_lr, self.decay)
+
     def _apply(self):
-        lr = lr_at(self.last_step, **self.kw)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.lr(self.last_step)
 
     def step(self):
         self.last_step += 1
         self._apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
+    def set_total_steps(self, total_steps: int) -> None:
+        """Re-spread the decay over a new run length (a longer --max-steps on resume, or a time budget);
+        the rate of the current step changes at once."""
+        self.total_steps = int(total_steps)
+        self._apply()
 
     def state_dict(self) -> dict:
-        return {"last_step": self.last_step, **self.kw}
+        return {"last_step": self.last_step, "max_lr": self.max_lr, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps, "min_lr": self.min_lr, "decay": self.decay}
 
     def load_state_dict(self, state: dict):
         self.last_step = int(state["last_step"])
-        self.kw = {k: state[k] for k in self.kw}
+        self.max_lr, self.warmup_steps, self.total_steps = state["max_lr"], state["warmup_steps"], state["total_steps"]
+        self.min_lr, self.decay = state["min_lr"], state["decay"]
         self._apply()
 
 

@@ -34,3 +34,30 @@ def shared_test_json():
     if not SHARED_TEST_JSON.is_file():
         pytest.skip(f"reference data not found at {SHARED_TEST_JSON}")
     return SHARED_TEST_JSON
+
+
+# One tiny tokenizer and one tiny model for every test that needs "some trained tokenizer" or "some model":
+# built from a few Turkish sentences inside the test run, so no test depends on files outside tests/.
+TINY_TEXTS = ["Anayasa devletin temel kanunudur.", "Egemenlik kayıtsız şartsız milletindir.",
+              "Yasama yetkisi Türkiye Büyük Millet Meclisine aittir.", "Yargı yetkisi bağımsız mahkemelerce kullanılır.",
+              "Anayasa madde 1 nedir?", "Türkiye Devleti bir Cumhuriyettir.", "Kanun hükmünde kararname nedir?"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE with 300 tokens (256 bytes, 3 specials, 41 merges) trained on TINY_TEXTS."""
+    from minillm.tokenizer import BPETokenizer
+    return BPETokenizer.train(TINY_TEXTS * 2, vocab_size=300)
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    """A factory: tiny_model(seed=0, **ModelConfig overrides) -> a 1+1-layer Seq2Seq of width 16 (~11k params)."""
+    from minillm.model import ModelConfig, Seq2Seq
+
+    def make(seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        fields = dict(vocab_size=tiny_tokenizer.vocab_size, d_model=16, n_heads=2, n_encoder_layers=1,
+                      n_decoder_layers=1, d_ff=32, max_len=32, dropout=0.0)
+        return Seq2Seq(ModelConfig(**{**fields, **overrides}))
+    return make

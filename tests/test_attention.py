@@ -269,11 +269,11 @@ def test_cross_attention_cache_is_computed_once_and_reused():
         for lin in (mha.k_proj, mha.v_proj):
             lin.weight.fill_(float("nan"))
             lin.bias.fill_(float("nan"))
-    y = mha(x_q, None, mask, cache=cache, static_kv=True)
+    y = mha(x_q, None, mask, cache=cache, kv_from_cache=True)
     assert cache.length == 5                                     # read, not appended to
     assert torch.allclose(y, expected, **TOL)
     with pytest.raises(ValueError, match="cache"):
-        mha(x_q, None, mask, static_kv=True)
+        mha(x_q, None, mask, kv_from_cache=True)
 
 
 def test_kv_cache_reorder_selects_batch_rows():

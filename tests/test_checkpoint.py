@@ -7,23 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from minillm import checkpoint as ck
-from minillm.model import ModelConfig, Seq2Seq
+from minillm.machinery import checkpoint as ck
+from minillm.model import ModelConfig
 from minillm.optim import EMA
-from minillm.tokenizer import BPETokenizer
 
 TEXTS = ["Anayasa madde 1 nedir?", "Türkiye Devleti bir Cumhuriyettir.", "Kanun hükmünde kararname nedir?"]
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return BPETokenizer.train(TEXTS * 2, vocab_size=280)
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
-def tiny(tok, seed=0):
-    torch.manual_seed(seed)
-    return Seq2Seq(ModelConfig(vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_encoder_layers=1,
-                               n_decoder_layers=1, d_ff=32, max_len=32, dropout=0.0))
+@pytest.fixture
+def tiny(tiny_model):
+    return lambda tok, seed=0: tiny_model(seed)
 
 
 def ids(tok):
@@ -31,7 +29,7 @@ def ids(tok):
     return src, torch.tensor([[1] + tok.encode("Türkiye")])
 
 
-def test_save_model_load_round_trip(tmp_path, tok):
+def test_save_model_load_round_trip(tmp_path, tok, tiny):
     model = tiny(tok).train()
     ck.save_model(tmp_path, model, tok, step=7)
     loaded, tok2 = ck.load(tmp_path)
@@ -45,7 +43,7 @@ def test_save_model_load_round_trip(tmp_path, tok):
     assert ModelConfig(**raw["model_config"]) == model.cfg
 
 
-def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, tok):
+def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, tok, tiny):
     model = tiny(tok)
     ema = EMA(model, decay=0.5, warmup=False)
     with torch.no_grad():
@@ -62,7 +60,7 @@ def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, 
         assert not torch.equal(p, before[name])
 
 
-def test_compiled_and_ddp_wrappers_are_unwrapped(tmp_path, tok):
+def test_compiled_and_ddp_wrappers_are_unwrapped(tmp_path, tok, tiny):
     model = tiny(tok)
     compiled = torch.compile(model)                  # wrapping alone compiles nothing
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
@@ -156,13 +154,13 @@ def test_keeps_only_the_last_k_states(tmp_path):
     assert ck.latest_state(tmp_path)["step"] == 5
 
 
-def test_load_train_state_uses_ema_weights(tmp_path, tok):
+def test_load_train_state_uses_ema_weights(tmp_path, tok, tiny):
     model = tiny(tok)
     ema = EMA(model, decay=0.5, warmup=False)
     with torch.no_grad():
         model.embed.weight.mul_(3.0)
     ema.update(model)
-    ck._save_tokenizer(tok, tmp_path)
+    ck.save_tokenizer(tok, tmp_path)
     ck.save_state(tmp_path, {"step": 3, "model_config": model.cfg.__dict__.copy(), "model": ck.model_state(model),
                              "ema": ema.state_dict(), "tokenizer": ""}, keep_last=1)
     loaded, _ = ck.load(tmp_path)                    # no model.pt: the newest training state is used

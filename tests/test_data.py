@@ -1,4 +1,5 @@
-"""Specification of minillm.data: loading, cleaning, splitting, the dataset, collate, the sampler, the downloader."""
+"""Specification of minillm.data (loading, cleaning, splitting), minillm.batching (the dataset, collate, the sampler)
+and minillm.machinery.download."""
 import functools
 import hashlib
 import http.server
@@ -10,11 +11,10 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from minillm.data import (CleaningReport, DataFormatError, DownloadError, Seq2SeqDataset, TokenBatchSampler,
-                          clean_pairs, collate, download, fix_dotted_i, load_pairs, main, nearest_neighbour_answers,
-                          split_fraction,
-                          split_pairs)
-from minillm.tokenizer import BPETokenizer
+from minillm.batching import Seq2SeqDataset, TokenBatchSampler, collate
+from minillm.data import CleaningReport, DataFormatError, clean_pairs, fix_dotted_i, load_pairs, split_fraction, split_pairs
+from minillm.machinery.baselines import nearest_neighbour_answers
+from minillm.machinery.download import DownloadError, download, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,8 +162,8 @@ SENTENCES = ["Anayasa devletin temel kanunudur.", "Egemenlik kayıtsız şartsı
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return BPETokenizer.train(SENTENCES * 2, vocab_size=300)
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def test_dataset_items_shift_by_one_and_carry_bos_eos(tok):
@@ -266,8 +266,7 @@ def test_sampler_epochs_differ_and_are_reproducible():
     assert a.epoch == 2 and e0 != e1
     b = TokenBatchSampler(lengths, 60, seed=3)
     assert list(b) == e0
-    b.set_epoch(1)
-    assert list(b) == e1
+    assert b.rank_batches(1) == e1                          # epoch 1 on its own, without playing epoch 0
     assert list(TokenBatchSampler(lengths, 60, seed=4)) != e0
 
 
@@ -276,10 +275,9 @@ def test_resume_mid_epoch_yields_exactly_the_remaining_batches(n, stop, world, s
     lengths = [((i * 7) % 13 + 1, (i * 5) % 17 + 1) for i in range(n)]
     for rank in range(world):
         full = TokenBatchSampler(lengths, 64, seed=seed, rank=rank, world_size=world)
-        full.set_epoch(2)
-        expected = list(full)
+        expected = full.rank_batches(2)
         first = TokenBatchSampler(lengths, 64, seed=seed, rank=rank, world_size=world)
-        first.set_epoch(2)
+        first.load_state_dict({**first.state_dict(), "epoch": 2, "position": 0})   # start at epoch 2
         it = iter(first)
         taken = [next(it) for _ in range(min(stop, len(expected)))]
         state = json.loads(json.dumps(first.state_dict()))     # survives a round trip through a file
@@ -440,3 +438,41 @@ def test_pinned_sha256_and_offline_error_via_the_cli(server, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "could not connect" in err and "offline" in err
     assert not (tmp_path / "c").exists() or os.listdir(tmp_path / "c") == []
+
+
+# ---------------------------------------------------------------------------------------------- one encoder input
+
+def _variants(question):
+    """(as another system sends it, what it means): decomposed letters (macOS), Python's "İ".lower() (which
+    leaves "i" + U+0307) against the Turkish lowercase, extra spaces and a newline."""
+    import unicodedata
+    return [(question, question), (unicodedata.normalize("NFD", question), question),
+            (question.lower(), question.replace("İ", "i").lower()),
+            ("  " + question.replace(" ", "  ") + " \n", question)]
+
+
+def test_training_and_answering_feed_the_model_the_same_ids(tok, tiny_model):
+    """Every question of the shipped sample, and its NFD / dotted-i / double-space variants: the ids the
+    training dataset builds equal the ids generate() hands the encoder, including the cut at max_src_len
+    (16 here, so the longer questions are cut); and each variant gets the ids of what it means."""
+    from minillm.generation import GenerationConfig, generate
+    pairs, _ = clean_pairs(load_pairs(os.path.join(REPO, "data", "sample.json")))
+    model = tiny_model(max_src_len=16).eval()
+    seen = []
+    encode = model.encode
+
+    def spy(src_ids):                                          # what the encoder really receives
+        seen.extend([[t for t in row if t != tok.pad_id] for row in src_ids.tolist()])
+        return encode(src_ids)
+    model.encode = spy
+
+    def train_ids(q):
+        return Seq2SeqDataset([(q, "a")], tok, max_src_len=16).items[0][0]
+    variants = [v for q, _ in pairs for v in _variants(q)]
+    generate(model, tok, [v for v, _ in variants], GenerationConfig(max_new_tokens=1), batch_size=len(variants))
+    expected = [train_ids(v) for v, _ in variants]
+    assert sorted(seen) == sorted(expected)
+    assert any(len(ids) == 16 for ids in expected) and any(len(ids) < 16 for ids in expected)
+    assert sum(tok.encode(v) != tok.encode(meant) for v, meant in variants) > len(pairs)  # uncleaned, they differ
+    for v, meant in variants:
+        assert train_ids(v) == train_ids(meant), v

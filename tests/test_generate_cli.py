@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from minillm.checkpoint import load, save_model
+from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
+from minillm.machinery.api import Limits, RequestError, parse_generate_request, server_settings
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import BPETokenizer
 
@@ -137,10 +139,85 @@ def test_broken_or_incompatible_checkpoint_is_a_clear_error(ckpt, tmp_path, caps
     (["--top-p", "yarım", "soru"], "--top-p: invalid float value"),
     (["--beam-width", "3", "soru"], "unrecognized arguments"),
     (["--strategy", "nucleus", "soru"], "invalid choice"),
-    (["--top-p", "1.5", "soru"], "top_p must be in (0, 1]"),
+    (["--top-p", "1.5", "soru"], "--top-p must be in (0, 1]"),
 ])
 def test_bad_flags_exit_2_with_a_message(ckpt, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         SCRIPT.main(["--checkpoint", str(ckpt), *argv])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- one table: every bound of decoding.SETTINGS holds in the library, the web API and this script --------
+
+def just_outside(name):
+    """(label, value) pairs just outside each bound of SETTINGS[name], and one of the wrong type."""
+    setting = SETTINGS[name]
+    if setting.kind == "choice":
+        return [("choice", "nucleus")]
+    step = 1 if setting.kind == "int" else 1e-6 * max(1.0, abs(setting.low))
+    low = setting.low if not setting.low_inclusive else setting.low - step
+    cases = [("below", low), ("wrong type", 1.5 if setting.kind == "int" else "yarım")]
+    if setting.high is not None:
+        cases.append(("above", setting.high + (1 if setting.kind == "int" else 1e-6 * max(1.0, abs(setting.high)))))
+    return cases
+
+
+TABLE_CASES = [(name, label, value) for name in SETTINGS for label, value in just_outside(name)]
+
+
+@pytest.mark.parametrize("name,label,value", TABLE_CASES, ids=[f"{n}-{lab}" for n, lab, _ in TABLE_CASES])
+def test_every_bound_comes_from_the_one_table(ckpt, capsys, name, label, value):
+    """A value just outside a bound of decoding.SETTINGS is refused by GenerationConfig (ValueError), by the web
+    API's parser (400), and by generate.py (exit 2, one line on stderr), each naming the field or flag."""
+    with pytest.raises(ValueError, match=f"GenerationConfig.{name} must be"):
+        GenerationConfig(**{name: value})
+    model, tok = load(ckpt)
+    with pytest.raises(RequestError, match=f"field '{name}' must be") as err:
+        parse_generate_request({"question": "soru", name: value}, Limits(), tok)
+    assert err.value.status == 400
+    flag = next(f for f, field in SCRIPT.FLAGS.items() if field == name)
+    with pytest.raises(SystemExit) as stop:
+        SCRIPT.main(["--checkpoint", str(ckpt), flag, str(value), "soru"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("generate.py: error:") and flag in err
+    # The value on the bound itself is accepted by all three (the bound is the table's, not a copy's).
+    setting = SETTINGS[name]
+    if label in ("below", "above") and (label == "above" or setting.low_inclusive):
+        edge = setting.high if label == "above" else setting.low
+        assert getattr(GenerationConfig(**{name: edge}), name) == edge
+        assert parse_generate_request({"question": "soru", name: edge}, Limits(), tok)[1][name] == edge
+
+
+def test_the_script_has_a_flag_for_every_setting_with_the_tables_range_in_its_help():
+    assert sorted(SCRIPT.FLAGS.values()) == sorted(SETTINGS)
+    help_text = " ".join(SCRIPT.build_parser().format_help().split())
+    for name, setting in SETTINGS.items():
+        assert " ".join(setting.range_text().split()) in help_text or setting.kind == "choice", name
+
+
+def test_server_caps_apply_on_top_of_the_table(ckpt):
+    """The server lowers the library's open upper bounds (max_new_tokens, num_beams, top_k) and nothing else."""
+    _, tok = load(ckpt)
+    limits = Limits(max_new_tokens=20, max_beams=3)
+    for name, cap in (("max_new_tokens", 20), ("num_beams", 3), ("top_k", tok.vocab_size)):
+        assert SETTINGS[name].high is None
+        assert parse_generate_request({"question": "soru", name: cap}, limits, tok)[1][name] == cap
+        with pytest.raises(RequestError, match=f"field '{name}' must be in"):
+            parse_generate_request({"question": "soru", name: cap + 1}, limits, tok)
+    assert {n: s for n, s in server_settings(limits, tok.vocab_size).items()
+            if n not in ("max_new_tokens", "num_beams", "top_k")} == {
+        n: s for n, s in SETTINGS.items() if n not in ("max_new_tokens", "num_beams", "top_k")}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--strategy", "sample", "--temperature", "1e-40", "soru"],
+    ["--strategy", "beam", "--repetition-penalty", "1e-40", "soru"],
+    ["--serve", "--port", "70000"],
+    ["--port", "-1", "soru"],
+])
+def test_values_that_used_to_crash_are_one_line_errors(ckpt, argv):
+    out = run("--checkpoint", ckpt, *argv)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("generate.py: error:"), out.stderr

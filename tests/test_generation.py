@@ -1,6 +1,7 @@
-"""Specification of minillm.generation: the logits processors against naive references, and the decoding
-strategies against the slow way (no cache), against each other, and against brute-force enumeration."""
-import itertools
+"""Specification of minillm.decoding, minillm.beam and minillm.generation: the logits processors against naive
+references, and the decoding strategies against the slow way (no cache), against each other, and against
+brute-force enumeration. tests/test_beam.py checks the batched beam search against the single-question one."""
+import dataclasses
 import math
 
 import pytest
@@ -8,9 +9,9 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from minillm.generation import (Answer, GenerationConfig, apply_repetition_penalty, apply_temperature,
-                                check_finite, decode_ids, generate, no_repeat_ngram_filter, top_k_filter,
-                                top_p_filter)
+from minillm.decoding import (SETTINGS, GenerationConfig, apply_repetition_penalty, apply_temperature, check_finite,
+                              no_repeat_ngram_filter, top_k_filter, top_p_filter)
+from minillm.generation import Answer, decode_ids, generate
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import BPETokenizer
 
@@ -105,7 +106,8 @@ def test_top_p_by_hand():
     assert torch.isfinite(top_p_filter(logits, 0.79)).tolist() == [[False, True, False, True]]
     assert torch.isfinite(top_p_filter(logits, 0.81)).tolist() == [[True, True, False, True]]
     assert torch.isfinite(top_p_filter(logits, 1e-6)).tolist() == [[False, True, False, False]]
-    # Per row in a batch: the second row's nucleus is its own, not the first row's (the seed's bug).
+    # Per row in a batch: the second row's nucleus is its own, not the first row's (a cut-off computed on
+    # sorted rows must not leak across rows).
     batch = torch.cat([logits, logits.flip(1)])
     assert torch.isfinite(top_p_filter(batch, 0.79)).tolist() == [[False, True, False, True],
                                                                     [True, False, True, False]]
@@ -189,8 +191,8 @@ def tiny_model(seed: int, vocab_size: int = 40, eos_boost: float = 1.0, std: flo
 SOURCES = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16, 17], [20, 21, 22], [30, 3]]
 
 
-def with_(gcfg: GenerationConfig, **changes) -> GenerationConfig:
-    return GenerationConfig(**{**gcfg.__dict__, **changes})
+def with_(config: GenerationConfig, **changes) -> GenerationConfig:
+    return dataclasses.replace(config, **changes)
 
 
 @torch.inference_mode()
@@ -212,10 +214,10 @@ def uncached_greedy(model, src: list[int], max_new: int) -> list[int]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cached_greedy_equals_uncached_greedy(seed):
     model = tiny_model(seed, eos_boost=2.0)
-    gcfg = GenerationConfig(strategy="greedy", max_new_tokens=12)
+    config = GenerationConfig(strategy="greedy", max_new_tokens=12)
     with torch.inference_mode():
-        cached = decode_ids(model, SOURCES, gcfg)
-        reference_path = decode_ids(model, SOURCES, with_(gcfg, use_cache=False))
+        cached = decode_ids(model, SOURCES, config)
+        reference_path = decode_ids(model, SOURCES, with_(config, use_cache=False))
     naive = [uncached_greedy(model, s, 12) for s in SOURCES]
     assert [ids for ids, _ in cached] == naive
     assert cached == reference_path
@@ -226,12 +228,12 @@ def test_cached_greedy_equals_uncached_greedy(seed):
 @pytest.mark.parametrize("seed", [3, 4])
 def test_batched_equals_one_by_one(strategy, seed):
     model = tiny_model(seed, eos_boost=2.0)
-    gcfg = GenerationConfig(strategy=strategy, max_new_tokens=10, num_beams=3, repetition_penalty=1.3,
+    config = GenerationConfig(strategy=strategy, max_new_tokens=10, num_beams=3, repetition_penalty=1.3,
                             no_repeat_ngram_size=3)
     with torch.inference_mode():
-        batched = decode_ids(model, SOURCES, gcfg)
-        alone = [decode_ids(model, [s], gcfg)[0] for s in SOURCES]
-        uncached = decode_ids(model, SOURCES, with_(gcfg, use_cache=False))
+        batched = decode_ids(model, SOURCES, config)
+        alone = [decode_ids(model, [s], config)[0] for s in SOURCES]
+        uncached = decode_ids(model, SOURCES, with_(config, use_cache=False))
     assert batched == alone
     assert batched == uncached
 
@@ -251,9 +253,9 @@ class DecodeStepSpy:
 def test_eos_stops_each_sequence_and_finished_rows_leave_the_batch():
     model = tiny_model(2, eos_boost=2.0)
     spy = DecodeStepSpy(model)
-    gcfg = GenerationConfig(strategy="greedy", max_new_tokens=12)
+    config = GenerationConfig(strategy="greedy", max_new_tokens=12)
     with torch.inference_mode():
-        results = decode_ids(model, SOURCES, gcfg)
+        results = decode_ids(model, SOURCES, config)
         eos = model.cfg.eos_id
         for src, (ids, finished) in zip(SOURCES, results):
             assert eos not in ids
@@ -268,17 +270,17 @@ def test_eos_stops_each_sequence_and_finished_rows_leave_the_batch():
     assert spy.sizes[-1] < len(SOURCES)
     # With eos ignored every row runs the full length.
     with torch.inference_mode():
-        full = decode_ids(model, SOURCES, with_(gcfg, ignore_eos=True))
+        full = decode_ids(model, SOURCES, with_(config, ignore_eos=True))
     assert all(len(ids) == 12 and not finished for ids, finished in full)
 
 
 def test_seeded_sampling_is_reproducible():
     model = tiny_model(5)
-    gcfg = GenerationConfig(strategy="sample", max_new_tokens=10, temperature=1.5, top_k=10, top_p=0.9, seed=7)
+    config = GenerationConfig(strategy="sample", max_new_tokens=10, temperature=1.5, top_k=10, top_p=0.9, seed=7)
     with torch.inference_mode():
-        a = decode_ids(model, SOURCES, gcfg)
-        b = decode_ids(model, SOURCES, gcfg)
-        c = decode_ids(model, SOURCES, with_(gcfg, seed=8))
+        a = decode_ids(model, SOURCES, config)
+        b = decode_ids(model, SOURCES, config)
+        c = decode_ids(model, SOURCES, with_(config, seed=8))
         greedy = decode_ids(model, SOURCES, GenerationConfig(max_new_tokens=10))
     assert a == b
     assert a != c and a != greedy                         # the seed and the sampling really matter
@@ -286,8 +288,8 @@ def test_seeded_sampling_is_reproducible():
     # with a seed or without one.
     state = torch.get_rng_state()
     with torch.inference_mode():
-        decode_ids(model, SOURCES, gcfg)
-        decode_ids(model, SOURCES, with_(gcfg, seed=None))
+        decode_ids(model, SOURCES, config)
+        decode_ids(model, SOURCES, with_(config, seed=None))
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -299,69 +301,31 @@ def test_sampling_with_top_k_1_is_greedy():
     assert sampled == greedy
 
 
-@pytest.mark.parametrize("seed", [0, 7])
-def test_beam_width_1_is_greedy(seed):
-    # With length_penalty 0 a width-1 beam keeps the single best extension, and an <eos> only when it is that
-    # best extension: exactly greedy decoding.
-    model = tiny_model(seed, eos_boost=2.0)
+def edges(setting):
+    """The extreme values a numeric setting allows (a hair inside an exclusive bound); an open high is skipped."""
+    low = setting.low if setting.low_inclusive else setting.low + 1e-3
+    return [low] + ([setting.high] if setting.high is not None and setting.high < 1e6 else [])
+
+
+EDGE_CASES = [(strategy, name, value) for name, setting in SETTINGS.items() if setting.kind != "choice"
+              and name not in ("max_new_tokens", "top_k", "num_beams", "seed")
+              for value in edges(setting) for strategy in ("sample", "beam")]
+
+
+@pytest.mark.parametrize("strategy,name,value", EDGE_CASES)
+def test_every_value_the_table_allows_decodes(strategy, name, value):
+    """Every setting at the ends of its range in decoding.SETTINGS (temperature 0.01, repetition penalty 0.1 or
+    10, ...) decodes to valid answer tokens: no inf/NaN logits, no crash. (Beyond the bounds that fails:
+    temperature 1e-40 turns logits into inf, and repetition penalty 1e-40 sends beam search out of range.)"""
+    model = tiny_model(11, eos_boost=2.0)
+    config = GenerationConfig(strategy=strategy, max_new_tokens=8, num_beams=3, seed=0, **{name: value})
     with torch.inference_mode():
-        beam = decode_ids(model, SOURCES, GenerationConfig(strategy="beam", num_beams=1, length_penalty=0.0,
-                                                           max_new_tokens=12))
-        greedy = decode_ids(model, SOURCES, GenerationConfig(strategy="greedy", max_new_tokens=12))
-    assert beam == greedy
-
-
-@torch.inference_mode()
-def brute_force_best(model, src: list[int], max_new: int, alpha: float) -> list[int]:
-    """Score EVERY possible answer of at most max_new tokens and return the best.
-
-    Score definition (the one beam search uses): sum over the answer's tokens, and the final <eos> when there
-    is one, of log softmax(logits with <pad>/<bos> removed), divided by length**alpha, where length counts the
-    answer tokens plus the <eos>. Answers cut off at max_new tokens have no <eos>."""
-    cfg = model.cfg
-    words = [v for v in range(cfg.vocab_size) if v not in (cfg.pad_id, cfg.bos_id, cfg.eos_id)]
-
-    def log_probs(prefix):
-        logits = model(torch.tensor([src]), torch.tensor([[cfg.bos_id] + prefix]))[0, -1]
-        logits[[cfg.pad_id, cfg.bos_id]] = NEG_INF
-        return logits.log_softmax(-1)
-
-    best, best_score = None, NEG_INF
-    for n in range(max_new + 1):
-        for prefix in itertools.product(words, repeat=n):
-            prefix = list(prefix)
-            total = sum(float(log_probs(prefix[:i])[tok]) for i, tok in enumerate(prefix))
-            if n < max_new:
-                total += float(log_probs(prefix)[cfg.eos_id])
-                length = n + 1
-            else:
-                length = n
-            if length == 0:
-                continue
-            score = total / length ** alpha
-            if score > best_score:
-                best, best_score = prefix, score
-    return best
-
-
-@pytest.mark.parametrize("seed,alpha,max_new", [(0, 0.0, 3), (1, 1.0, 3), (2, 0.0, 2), (3, 2.0, 3), (4, -1.0, 3)])
-def test_beam_search_as_wide_as_the_vocabulary_finds_the_brute_force_best(seed, alpha, max_new):
-    # V = 5: <pad>, <bos> (never generated), <eos> and two words. With K = V beams every partial answer of up
-    # to 2 tokens (2**2 = 4 <= K) stays in the beam, so every answer of up to 3 tokens is scored: beam search
-    # must return the exhaustive optimum.
-    model = tiny_model(seed, vocab_size=5, std=1.0)
-    gcfg = GenerationConfig(strategy="beam", num_beams=5, length_penalty=alpha, max_new_tokens=max_new)
-    sources = [[3, 4, 3], [4], [4, 4, 3, 3, 4]]
-    with torch.inference_mode():
-        beam = decode_ids(model, sources, gcfg)
-    assert [ids for ids, _ in beam] == [brute_force_best(model, s, max_new, alpha) for s in sources]
-
-
-def test_beam_cache_reorder_matches_uncached_beam():
-    model = tiny_model(8)
-    gcfg = GenerationConfig(strategy="beam", num_beams=4, max_new_tokens=10)
-    with torch.inference_mode():
-        assert decode_ids(model, SOURCES, gcfg) == decode_ids(model, SOURCES, with_(gcfg, use_cache=False))
+        results = decode_ids(model, SOURCES, config)
+    assert len(results) == len(SOURCES)
+    special = {model.cfg.pad_id, model.cfg.bos_id, model.cfg.eos_id}
+    for ids, finished in results:
+        assert all(0 <= i < model.cfg.vocab_size and i not in special for i in ids)
+        assert finished or len(ids) == 8
 
 
 def test_nan_weights_give_a_clear_error_not_a_sample():
@@ -389,13 +353,13 @@ def test_generate_answers_in_order_with_details(tokenizer):
     model = tiny_model(9, vocab_size=tokenizer.vocab_size, eos_boost=1.5)
     model.train()                                         # generate() switches to eval and back
     questions = ["Kanun nedir?", "Mahkemeler bağımsız mıdır?", "Kira"]
-    gcfg = GenerationConfig(max_new_tokens=8, repetition_penalty=1.2)
-    answers = generate(model, tokenizer, questions, gcfg, return_details=True, batch_size=2)
+    config = GenerationConfig(max_new_tokens=8, repetition_penalty=1.2)
+    answers = generate(model, tokenizer, questions, config, return_details=True, batch_size=2)
     assert model.training
     L, H = model.cfg.n_decoder_layers, model.cfg.n_heads
     with torch.inference_mode():
         model.eval()
-        alone = [generate(model, tokenizer, [q], gcfg)[0] for q in questions]
+        alone = [generate(model, tokenizer, [q], config)[0] for q in questions]
     for q, a, b in zip(questions, answers, alone):
         assert isinstance(a, Answer)
         assert a.ids == b.ids and a.text == tokenizer.decode(a.ids)
@@ -434,18 +398,34 @@ def test_generate_rejects_bad_input(tokenizer):
             GenerationConfig(**bad)
 
 
-def test_question_is_cleaned_as_training_cleans_it(tokenizer):
-    """The contract: the question is cleaned and encoded exactly as training encodes it (data.clean_pairs)."""
+def test_question_is_cleaned_as_training_cleans_it(tokenizer, monkeypatch):
+    """The contract: the question is cleaned and encoded exactly as training encodes it (data.encode_source,
+    called by batching.Seq2SeqDataset), cut at the model's max_src_len."""
     import unicodedata
 
-    from minillm.data import Seq2SeqDataset, clean_pairs
-    from minillm.generation import encode_question
+    import minillm.generation as generation
+    from minillm.batching import Seq2SeqDataset
+    from minillm.data import clean_pairs
     typed = ["  İşletme   nedir?", unicodedata.normalize("NFD", "Türkiye Cumhuriyeti laik midir?"),
-             "İşletme nedir?".lower(), "Kira\tsözleşmesi\nnedir?"]
+             "İşletme nedir?".lower(), "Kira\tsözleşmesi\nnedir?", "Kanun önünde herkes eşittir. " * 6]
     cleaned, _ = clean_pairs([(q, "cevap") for q in typed])
-    trained = Seq2SeqDataset(cleaned, tokenizer, max_src_len=64, max_tgt_len=8)
+    assert len(cleaned) == len(typed)                                     # none dropped as a duplicate
+    model = tiny_model(0, vocab_size=tokenizer.vocab_size)
+    model.cfg = dataclasses.replace(model.cfg, max_src_len=12)          # trained on 12 source positions
+    trained = Seq2SeqDataset(cleaned, tokenizer, max_src_len=12, max_tgt_len=8)
+    assert trained.n_src_truncated >= 1                                   # the long question really is cut
+    seen = []                                                             # what generate feeds the encoder
+
+    def spy(model, src_ids, config):
+        seen.extend(src_ids)
+        return [([], True) for _ in src_ids]
+
+    monkeypatch.setattr(generation, "decode_ids", spy)
     for q, (src, _, _) in zip(typed, trained.items):
-        assert encode_question(tokenizer, q, max_len=64) == src
+        seen.clear()
+        answer = generation.generate(model, tokenizer, [q])[0]
+        assert seen == [src]
+        assert answer.src_tokens == [tokenizer.id_to_token_str(i) for i in src]
     # and the raw text really would have given other ids (NFD splits letters, "i̇" carries its dot)
     assert tokenizer.encode(typed[1]) != tokenizer.encode(cleaned[1][0])
     assert tokenizer.encode(typed[2]) != tokenizer.encode(cleaned[2][0])

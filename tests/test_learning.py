@@ -14,7 +14,8 @@ import torch
 
 from minillm.losses import masked_cross_entropy
 from minillm.model import ModelConfig, Seq2Seq
-from minillm.trainer import TrainConfig, Trainer
+from minillm.machinery.run import start_run
+from minillm.training import TrainConfig
 
 STEPS = 400   # optimiser steps of the copy task; the first version of minillm had not started to learn it at 800
 
@@ -51,7 +52,7 @@ def copy_pairs(n: int, seed: int = 0) -> list[dict]:
 
 
 def test_the_default_recipe_learns_a_task_that_needs_the_encoder(tmp_path):
-    """A tiny model trained by the Trainer with the small preset's optimisation defaults (learning rate,
+    """A tiny model trained by minillm.machinery.run with the small preset's optimisation defaults (learning rate,
     warmup, decay, weight decay, betas, label smoothing, EMA) must copy unseen digit strings. Dropout is off,
     like the other sizes a property of this tiny model: the task has no noise to regularise against."""
     data = tmp_path / "copy.json"
@@ -61,9 +62,9 @@ def test_the_default_recipe_learns_a_task_that_needs_the_encoder(tmp_path):
                              n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_steps=STEPS, eval_every=STEPS,
                              eval_generate=100, eval_max_new_tokens=12, save_every=10 ** 6, log_every=10 ** 6,
                              print_samples=0, device="cpu", threads=1)
-    trainer = Trainer(cfg, log=lambda *a, **k: None)
-    record = trainer.fit()
-    assert trainer.step == STEPS and cfg.lr == defaults.lr and cfg.label_smoothing == defaults.label_smoothing
+    run = start_run(cfg, log=lambda *a, **k: None)
+    record = run.fit()
+    assert run.trainer.step == STEPS and cfg.lr == defaults.lr and cfg.label_smoothing == defaults.label_smoothing
     # near-zero loss on held-out questions: each answer token is certain once the question is read
     assert record["nll"] < 0.15, record
     # ... and it IS read: with another question in front, the same answers become very unlikely

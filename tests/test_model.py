@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from minillm.model import DecoderCache, ModelConfig, Seq2Seq, _depth_rates
+from minillm.model import DecoderCache, ModelConfig, Seq2Seq
+from minillm.transformer import depth_rates
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 V = 40
@@ -95,7 +96,7 @@ def test_bad_ids_are_rejected_by_name():
 
 
 def test_drop_path_rate_grows_linearly_with_depth():
-    assert _depth_rates(0.2, 4) == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    assert depth_rates(0.2, 4) == pytest.approx([0.05, 0.1, 0.15, 0.2])
     model = tiny_model(drop_path=0.2, n_encoder_layers=2)
     assert [b.drop_path.p for b in model.encoder.blocks] == pytest.approx([0.1, 0.2])
 

@@ -1,4 +1,4 @@
-"""Specification of minillm/trainer.py and train.py: the loop's mechanisms, exact resume after a real kill,
+"""Specification of minillm/training.py, minillm/machinery/run.py and train.py: the loop's mechanisms, exact resume after a real kill,
 data parallel equivalence, and a tiny model that overfits 8 pairs."""
 import json
 import os
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from minillm import checkpoint as ck
+from minillm.machinery import checkpoint as ck
 from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
 from minillm.optim import lr_at
-from minillm.trainer import TrainConfig, Trainer, TrainingAborted
+from minillm.machinery.run import TrainingAborted, resume_config, start_run
+from minillm.training import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SUBJECTS = ["kira sözleşmesi", "iş kazası", "miras paylaşımı", "boşanma davası", "vergi cezası", "tapu iptali",
@@ -70,7 +71,8 @@ def capture_steps(trainer):
 
 def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
     cfg = tiny_cfg(tmp_path, grad_clip=0.05)
-    trainer = Trainer(cfg, log=quiet)
+    run = start_run(cfg, log=quiet)
+    trainer = run.trainer
     seen = capture_steps(trainer)
     norms = [trainer.train_step()["grad_norm"] for _ in range(6)]
     for step, s in enumerate(seen):
@@ -82,13 +84,14 @@ def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
 
 
 def test_time_budget_shrinks_max_steps_so_the_schedule_still_decays(tmp_path):
-    trainer = Trainer(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
-    trainer._calibrate_t0 = 10.0                        # step 5 at 10 s (start-up included) ...
-    trainer.step, trainer.elapsed = 15, 70.0            # ... step 15 at 70 s: 6 s per step
-    trainer._fit_schedule_to_budget()
-    assert trainer.max_steps == 15 + int(0.9 * 50 / 6)  # what fits in the remaining 50 s, less 10%
-    assert trainer.schedule.kw["total_steps"] == 22
-    assert lr_at(22, **trainer.schedule.kw) == pytest.approx(3e-4)   # min_lr is reached at the new end
+    run = start_run(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
+    trainer = run.trainer
+    run._calibrate_t0 = 10.0                            # step 5 at 10 s (start-up included) ...
+    trainer.step, run.elapsed = 15, 70.0                # ... step 15 at 70 s: 6 s per step
+    run._fit_schedule_to_budget()
+    assert run.max_steps == 15 + int(0.9 * 50 / 6)      # what fits in the remaining 50 s, less 10%
+    assert trainer.schedule.total_steps == 22
+    assert trainer.schedule.lr(22) == pytest.approx(3e-4)   # min_lr is reached at the new end
 
 
 def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
@@ -96,9 +99,10 @@ def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
     mean of the two per-batch means."""
     # no clipping: the applied gradient must be the normalised gradient itself
     cfg = tiny_cfg(tmp_path, grad_accum=2, label_smoothing=0.0, grad_clip=0.0)
-    trainer = Trainer(cfg, log=quiet)
-    reference = Trainer(tiny_cfg(tmp_path, grad_accum=2, label_smoothing=0.0, grad_clip=0.0,
-                                 out=str(tmp_path / "ref")), log=quiet)
+    run = start_run(cfg, log=quiet)
+    trainer = run.trainer
+    reference = start_run(tiny_cfg(tmp_path, grad_accum=2, label_smoothing=0.0, grad_clip=0.0,
+                                   out=str(tmp_path / "ref")), log=quiet).trainer
     seen = capture_steps(trainer)
     rec = trainer.train_step()
     batches = [reference._next_batch() for _ in range(2)]   # the same two micro-batches (same seed)
@@ -124,7 +128,8 @@ def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
 
 def test_nan_guard_skips_then_aborts_with_last_good_state(tmp_path):
     cfg = tiny_cfg(tmp_path, max_bad_steps=3)
-    trainer = Trainer(cfg, log=quiet)
+    run = start_run(cfg, log=quiet)
+    trainer = run.trainer
     poison = {"on": False}
     trainer.model.embed.register_forward_hook(lambda m, i, out: out * float("nan") if poison["on"] else out)
     trainer.train_step(), trainer.train_step()
@@ -149,7 +154,7 @@ def test_nan_guard_skips_then_aborts_with_last_good_state(tmp_path):
 
     poison["on"] = True
     with pytest.raises(TrainingAborted, match="3 non-finite steps in a row after step 3.*last good state"):
-        trainer.fit()
+        run.fit()
     state = ck.latest_state(cfg.out)
     assert state["step"] == 3 and state["skipped"] == 4
     for n, t in trainer.model.state_dict().items():
@@ -163,8 +168,9 @@ def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path, select_by):
     cfg = tiny_cfg(tmp_path, max_steps=8, eval_every=4, eval_generate=2, eval_max_new_tokens=4, print_samples=1,
                    select_by=select_by)
     lines = []
-    trainer = Trainer(cfg, log=lines.append)
-    trainer.fit()
+    run = start_run(cfg, log=lines.append)
+    trainer = run.trainer
+    run.fit()
     evals = read_log(cfg.out, "eval")
     assert sorted(evals) == [4, 8]
     for rec in evals.values():
@@ -185,16 +191,15 @@ def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path, select_by):
 
 def test_resume_with_another_selection_starts_a_new_best(tmp_path):
     """best_val holds an NLL or a negated chrF: a resumed run that selects by the other must not compare them."""
-    from minillm.trainer import resume_config
     cfg = tiny_cfg(tmp_path, max_steps=4, eval_every=4, save_every=4, eval_generate=2, eval_max_new_tokens=4,
                    select_by="nll")
-    first = Trainer(cfg, log=quiet)
+    first = start_run(cfg, log=quiet)
     first.fit()
     assert first.best_val == pytest.approx(read_log(cfg.out, "eval")[4]["nll"])
     lines = []
-    same = Trainer(resume_config(cfg.out, {"max_steps": 8}), resume=True, log=lines.append)
+    same = start_run(resume_config(cfg.out, {"max_steps": 8}), resume=True, log=lines.append)
     assert same.best_val == first.best_val and not any("selection changed" in line for line in lines)
-    other = Trainer(resume_config(cfg.out, {"max_steps": 8, "select_by": "chrf"}), resume=True, log=lines.append)
+    other = start_run(resume_config(cfg.out, {"max_steps": 8, "select_by": "chrf"}), resume=True, log=lines.append)
     assert other.best_val == float("inf") and any("selection changed to chrf" in line for line in lines)
 
 
@@ -208,8 +213,9 @@ def test_overfit_eight_pairs_and_reproduce_them_greedily(tmp_path):
                          "d_model": 64, "n_heads": 4, "d_ff": 128, "batch_tokens": 4096, "max_steps": 200,
                          "warmup_steps": 10, "lr": 1e-2, "min_lr": 1e-3, "label_smoothing": 0.0,
                          "weight_decay": 0.0, "ema_decay": 0.0, "log_every": 10})
-    trainer = Trainer(cfg, log=quiet)
-    trainer.fit()
+    run = start_run(cfg, log=quiet)
+    trainer = run.trainer
+    run.fit()
     losses = read_log(cfg.out)
     assert losses[1]["loss"] > 4.0 and losses[200]["loss"] < 0.05
     model, tok = ck.load(cfg.out)                      # through the checkpoint, as generate.py would
@@ -249,7 +255,7 @@ def test_train_py_flags():
         assert e.value.code == 2
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs CUDA"):
-            Trainer(TrainConfig(precision="bf16", device="cpu"))
+            start_run(TrainConfig(precision="bf16", device="cpu"))
 
 
 def test_tiny_data_without_validation_pairs_trains_with_a_warning(tmp_path, capsys):
@@ -296,14 +302,14 @@ def test_resume_after_sigkill_gives_the_same_losses(tmp_path, data_file):
     assert b.returncode == -signal.SIGKILL                 # it really was killed, not finished
     killed_at = max(read_log(tmp_path / "b"))
     # resume and the reference run in this process (same single thread as the subprocess), to save start-up
-    resumed = Trainer(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file),
-                                                     "out": str(tmp_path / "b"), "dropout": 0.1}),
-                      resume=True, log=quiet)
-    start = resumed.step
+    resumed = start_run(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file),
+                                                       "out": str(tmp_path / "b"), "dropout": 0.1}),
+                        resume=True, log=quiet)
+    start = resumed.trainer.step
     assert 4 <= start <= killed_at < 24                    # it resumes from a checkpoint the killed run wrote
     resumed.fit()
-    Trainer(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file), "out": str(tmp_path / "a"),
-                                           "dropout": 0.1}), log=quiet).fit()
+    start_run(TrainConfig.preset("small", **{**SUBPROCESS_CFG, "data": str(data_file), "out": str(tmp_path / "a"),
+                                             "dropout": 0.1}), log=quiet).fit()
     la, lb = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert sorted(lb) == list(range(1, 25))                # no duplicate or missing step after the resume
     assert [lb[s]["loss"] for s in range(1, 25)] == [la[s]["loss"] for s in range(1, 25)]
@@ -313,7 +319,7 @@ def _ddp_worker(rank, world, port, cfg):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     try:
-        Trainer(cfg, log=quiet).fit()
+        start_run(cfg, log=quiet).fit()
     finally:
         torch.distributed.destroy_process_group()
 
@@ -334,7 +340,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, da
     for p in procs:
         p.start()
     try:
-        Trainer(TrainConfig.preset("small", **base, out=str(tmp_path / "one"), grad_accum=2), log=quiet).fit()
+        start_run(TrainConfig.preset("small", **base, out=str(tmp_path / "one"), grad_accum=2), log=quiet).fit()
         for p in procs:
             p.join(timeout=120)
     finally:
@@ -361,7 +367,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, da
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_mixed_precision_steps(tmp_path, precision):
     """bf16 autocast needs no scaler; fp16 runs with a GradScaler whose scale is in use. Both learn."""
-    trainer = Trainer(tiny_cfg(tmp_path, device="cuda", precision=precision, max_steps=20), log=quiet)
+    run = start_run(tiny_cfg(tmp_path, device="cuda", precision=precision, max_steps=20), log=quiet)
+    trainer = run.trainer
     losses = [trainer.train_step()["loss"] for _ in range(12)]
     assert all(map(torch.isfinite, torch.tensor(losses)))
     assert trainer.scaler.is_enabled() == (precision == "fp16")
@@ -369,3 +376,73 @@ def test_cuda_mixed_precision_steps(tmp_path, precision):
         assert trainer.scaler.get_scale() > 1.0
     assert sum(losses[-3:]) < sum(losses[:3])
     assert next(trainer.model.parameters()).dtype == torch.float32   # master weights stay fp32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Behaviour a user relies on: evaluation with the EMA weights, the command line's resume and refusal, the time
+# budget, and the run log the web page reads
+
+def test_evaluation_scores_the_ema_weights_not_the_raw_ones(tmp_path):
+    from minillm.evaluation import teacher_forced_record
+    run = start_run(tiny_cfg(tmp_path, ema_decay=0.5, max_steps=12), log=quiet)
+    trainer = run.trainer
+    for _ in range(6):
+        trainer.train_step()
+
+    def nll_of(model):
+        return teacher_forced_record(lambda s, t: model(s, t), trainer.val_set.items, trainer.tokenizer.pad_id,
+                                     trainer.cfg.batch_tokens, "cpu", trainer.val_chars)["nll"]
+    raw = {n: p.clone() for n, p in trainer.model.named_parameters()}
+    record = trainer.evaluate()
+    assert trainer.model.training                                                       # training mode is back
+    trainer.model.eval()
+    raw_nll = nll_of(trainer.model)
+    with trainer.ema.applied(trainer.model):
+        ema_nll = nll_of(trainer.model)
+    assert record["nll"] == pytest.approx(ema_nll, rel=1e-6) and abs(raw_nll - ema_nll) > 1e-4
+    assert all(torch.equal(p, raw[n]) for n, p in trainer.model.named_parameters())   # raw weights restored
+
+
+def test_train_py_refuses_to_overwrite_a_run_and_resumes_from_the_command_line(tmp_path, data_file, capsys):
+    from train import main
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SUBPROCESS_CFG, "max_steps": 8}.items()]
+    out = tmp_path / "run"
+    assert main([f"--data={data_file}", f"--out={out}", *flags]) == 0
+    before = sorted(os.listdir(out))
+    capsys.readouterr()
+    assert main([f"--data={data_file}", f"--out={out}", *flags]) == 2          # the same --out again
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
+    assert sorted(os.listdir(out)) == before                                      # nothing touched
+    assert main([f"--out={out}", "--resume", "--max-steps=12"]) == 0              # flags come from the saved run
+    steps = read_log(out)
+    assert sorted(steps) == list(range(1, 13))
+    assert ck.latest_state(out)["step"] == 12
+    assert ck.latest_state(out)["train_config"]["data"] == str(data_file)
+
+
+def test_time_budget_stops_the_run_early_and_says_so(tmp_path):
+    lines = []
+    run = start_run(tiny_cfg(tmp_path, max_steps=100000, warmup_steps=3, time_budget=0.002), log=lines.append)
+    run.fit()                                              # 0.12 s of budget
+    assert run.trainer.step < 100000
+    # either the clock ran out, or the schedule was shortened at step 15 to what fits (and the run ended there)
+    assert any("time budget of 0.002 min reached at step" in line or "time budget 0.002 min at" in line
+               for line in lines)
+    assert ck.latest_state(tmp_path / "run")["step"] == run.trainer.step      # the last step is saved
+
+
+def test_the_run_log_is_what_the_page_reads(tmp_path):
+    from minillm.machinery import runlog
+    cfg = tiny_cfg(tmp_path, max_steps=6, eval_every=3, log_every=2)
+    start_run(cfg, log=quiet).fit()
+    records, skipped = runlog.read(Path(cfg.out) / runlog.LOG_FILE)
+    assert skipped == 0
+    assert [r["kind"] for r in records][0] == "info"
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 4, 6]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [3, 6]
+    for r in records:
+        if r["kind"] == "train":
+            assert {"loss", "lr", "tokens", "tokens_per_s", "grad_norm"} <= set(r)
+        if r["kind"] == "eval":
+            assert {"nll", "perplexity", "accuracy", "cond_gain", "elapsed_s"} <= set(r)

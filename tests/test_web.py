@@ -2,8 +2,8 @@
 
 The model is a tiny real Seq2Seq (random weights, seeded) saved with checkpoint.save_model and read back with
 checkpoint.load, exactly as `generate.py --serve` does. Every answer the API gives is compared with what
-generation.generate gives for the same question and settings, so a setting the server dropped (the seed
-project's GUI ignored top-p) makes a test fail.
+generation.generate gives for the same question and settings, so a setting the server dropped (top-p, say)
+makes a test fail.
 """
 import dataclasses
 import json
@@ -25,10 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm import checkpoint
+from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
+from minillm.machinery import runlog
+from minillm.machinery.api import Limits, TrainingLog, server_settings
+from minillm.machinery.web import STATIC_DIR, make_server, open_server
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import BPETokenizer
-from minillm.web import SETTINGS, STATIC_DIR, Limits, TrainingLog, make_server, open_server
 
 TEXTS = [
     "Anayasa madde 1: Türkiye Devleti bir Cumhuriyettir.",
@@ -54,18 +57,20 @@ def tiny_checkpoint(directory):
 
 
 def write_log(path, n_steps, eval_every=10, partial_tail=False):
-    """A log.jsonl with the records minillm.trainer writes: one "info", then "train" and "eval" records."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"kind": "info", "step": 0, "params": 52480, "train_pairs": 90, "val_pairs": 10,
-                            "device": "cpu", "precision": "fp32", "world_size": 1}) + "\n")
-        for step in range(1, n_steps + 1):
-            f.write(json.dumps({"step": step, "kind": "train", "loss": 5.0 / step, "lr": 1e-3 * min(1, step / 5),
-                                "grad_norm": 1.0}) + "\n")
-            if step % eval_every == 0:
-                f.write(json.dumps({"step": step, "kind": "eval", "nll": 4.0 / step, "perplexity": 2.0 ** (4 / step),
-                                    "accuracy": 0.1, "bleu": float(step), "chrf": 2.0 * step}) + "\n")
-        f.write(json.dumps({"step": n_steps, "kind": "skip", "loss": float("nan"), "grad_norm": float("inf")}) + "\n")
-        if partial_tail:  # a trainer caught mid-write
+    """A run log (runlog.append, as the trainer writes it): one "info", then "train" and "eval" records."""
+    path = pathlib.Path(path)
+    path.unlink(missing_ok=True)
+    runlog.append(path, {"kind": "info", "step": 0, "params": 52480, "train_pairs": 90, "val_pairs": 10,
+                         "device": "cpu", "precision": "fp32", "world_size": 1})
+    for step in range(1, n_steps + 1):
+        runlog.append(path, {"step": step, "kind": "train", "loss": 5.0 / step, "lr": 1e-3 * min(1, step / 5),
+                             "grad_norm": 1.0})
+        if step % eval_every == 0:
+            runlog.append(path, {"step": step, "kind": "eval", "nll": 4.0 / step, "perplexity": 2.0 ** (4 / step),
+                                 "accuracy": 0.1, "bleu": float(step), "chrf": 2.0 * step})
+    runlog.append(path, {"step": n_steps, "kind": "skip", "loss": float("nan"), "grad_norm": float("inf")})
+    if partial_tail:  # a trainer caught mid-write
+        with open(path, "a", encoding="utf-8") as f:
             f.write('{"step": 999, "kind": "tra')
 
 
@@ -150,6 +155,42 @@ def test_info_reports_config_parameters_and_limits(app):
     assert set(info["defaults"]) == set(SETTINGS)
 
 
+def test_info_ranges_are_the_decoding_table_with_the_server_caps(app):
+    """The page's controls take their bounds from /api/info, which takes them from decoding.SETTINGS: only the
+    server's own caps differ."""
+    info = call(app, "GET", "/api/info")[2]
+    assert info["strategies"] == list(SETTINGS["strategy"].choices)
+    caps = {"max_new_tokens": SERVER_CAP, "num_beams": 4, "top_k": app.tok.vocab_size}
+    for name, setting in SETTINGS.items():
+        if setting.kind != "choice":
+            assert info["ranges"][name] == {"type": setting.kind, "min": setting.low,
+                                            "max": caps.get(name, setting.high),
+                                            "min_inclusive": setting.low_inclusive}, name
+
+
+def test_too_long_questions_are_those_encode_source_would_cut(app):
+    """The server refuses a question exactly when data.encode_source cuts it at the model's max_src_len (the
+    source length it was trained on), which may be shorter than max_len."""
+    from minillm.data import encode_source
+    from minillm.machinery.api import ModelService, RequestError, parse_generate_request
+    model = Seq2Seq(dataclasses.replace(app.model.cfg, max_src_len=10))
+    assert ModelService(model, app.tok).max_src_len == 10
+    assert ModelService(app.model, app.tok).max_src_len == MAX_LEN          # no max_src_len: max_len
+    limits = Limits()
+    cut_seen = set()
+    for n_chars in range(1, 60, 2):                       # ever longer prefixes: from 1 token to far beyond 9
+        question = TEXTS[3][:n_chars].strip()
+        cut = encode_source(app.tok, question, 10)[1]
+        cut_seen.add(cut)
+        if cut:
+            with pytest.raises(RequestError, match="tokens long; the model reads at most 9") as err:
+                parse_generate_request({"question": question}, limits, app.tok, max_src_len=10)
+            assert err.value.status == 400
+        else:
+            assert parse_generate_request({"question": question}, limits, app.tok, max_src_len=10)[0] == question
+    assert cut_seen == {False, True}
+
+
 def test_generate_matches_the_library_with_details(app):
     status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, "max_new_tokens": 8})
     assert status == 200
@@ -231,8 +272,7 @@ def test_metrics_skip_a_half_written_line_and_refresh(app, tmp_path):
     assert log.read()["records"] == [] and log.read()["version"] is None
     write_log(tmp_path / "log.jsonl", 5)
     first = log.read()
-    with open(tmp_path / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": 6, "kind": "train", "loss": 0.5, "lr": 1e-3}) + "\n")
+    runlog.append(tmp_path / "log.jsonl", {"step": 6, "kind": "train", "loss": 0.5, "lr": 1e-3})
     second = log.read()
     assert len(second["records"]) == len(first["records"]) + 1 and second["version"] != first["version"]
 
@@ -349,7 +389,7 @@ BAD_PATHS = [
     ("GET", "/static/../web.py", 403), ("GET", "/static/%2e%2e/web.py", 403),
     ("GET", "/static/..%2fweb.py", 403), ("GET", "/static/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", 403),
     ("GET", "/static/..%5cweb.py", 403), ("GET", "/static/app.js%00.html", 403),
-    ("GET", "/static/%ff%fe", 400), ("GET", "/static//etc/passwd", 404), ("GET", "/../minillm/web.py", 404),
+    ("GET", "/static/%ff%fe", 400), ("GET", "/static//etc/passwd", 404), ("GET", "/../minillm/machinery/web.py", 404),
 ]
 
 
@@ -396,24 +436,33 @@ def test_busy_model_gives_503_not_a_hang(app):
 # Property tests: a few hundred generated bad requests. Only requests that fail validation are generated, so
 # none of them runs the model and the whole batch takes about a second.
 
-BAD_VALUES = {
-    "strategy": st.one_of(st.text(max_size=8).filter(lambda s: s not in ("greedy", "sample", "beam")),
-                          st.integers(), st.none()),
-    "max_new_tokens": st.one_of(st.integers(max_value=0), st.integers(min_value=SERVER_CAP + 1),
-                                st.floats(allow_nan=False), st.booleans(), st.text(max_size=3)),
-    "temperature": st.one_of(st.floats(max_value=0.0), st.floats(min_value=10.0, exclude_min=True),
-                             st.text(max_size=3), st.none(), st.booleans()),
-    "top_k": st.one_of(st.integers(max_value=-1), st.integers(min_value=301), st.floats(allow_nan=False),
-                       st.booleans(), st.lists(st.integers(), max_size=2)),
-    "top_p": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0, exclude_min=True), st.none(),
-                       st.text(max_size=3)),
-    "num_beams": st.one_of(st.integers(max_value=0), st.integers(min_value=5), st.floats(allow_nan=False)),
-    "length_penalty": st.one_of(st.floats(max_value=0.0, exclude_max=True), st.floats(min_value=5.0,
-                                                                                      exclude_min=True)),
-    "repetition_penalty": st.one_of(st.floats(max_value=0.0), st.floats(min_value=10.0, exclude_min=True)),
-    "no_repeat_ngram_size": st.one_of(st.integers(max_value=-1), st.integers(min_value=11), st.booleans()),
-    "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63), st.text(max_size=3)),
+def out_of_range(setting):
+    """Values outside a setting's range, as the server states it (decoding.SETTINGS with the server's caps)."""
+    number = setting.kind == "number"
+    below = (st.floats(max_value=setting.low, exclude_max=setting.low_inclusive) if number
+             else st.integers(max_value=setting.low - (1 if setting.low_inclusive else 0)))
+    if setting.high is None:
+        return below
+    above = st.floats(min_value=setting.high, exclude_min=True) if number else st.integers(min_value=setting.high + 1)
+    return below | above
+
+
+SERVER_SETTINGS = server_settings(Limits(max_new_tokens=SERVER_CAP, max_beams=4), vocab_size=300)
+WRONG_TYPE = {
+    "strategy": st.text(max_size=8).filter(lambda s: s not in SETTINGS["strategy"].choices) | st.integers()
+    | st.none(),
+    "max_new_tokens": st.floats(allow_nan=False) | st.booleans() | st.text(max_size=3),
+    "temperature": st.text(max_size=3) | st.none() | st.booleans(),
+    "top_k": st.floats(allow_nan=False) | st.booleans() | st.lists(st.integers(), max_size=2),
+    "top_p": st.none() | st.text(max_size=3),
+    "num_beams": st.floats(allow_nan=False),
+    "length_penalty": st.none() | st.lists(st.floats(), max_size=1),
+    "repetition_penalty": st.none() | st.booleans(),
+    "no_repeat_ngram_size": st.booleans(),
+    "seed": st.text(max_size=3),
 }
+BAD_VALUES = {name: WRONG_TYPE[name] if s.kind == "choice" else out_of_range(s) | WRONG_TYPE[name]
+              for name, s in SERVER_SETTINGS.items()}
 bad_field = st.sampled_from(sorted(BAD_VALUES)).flatmap(lambda name: st.tuples(st.just(name), BAD_VALUES[name]))
 
 

@@ -17,7 +17,8 @@ import urllib.parse
 import pytest
 
 from minillm.generation import GenerationConfig, generate
-from minillm.web import Limits, make_server
+from minillm.machinery.api import Limits
+from minillm.machinery.web import make_server
 from test_web import QUESTION, tiny_checkpoint, write_log
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -127,6 +128,18 @@ def test_page_answers_a_question_from_the_url_and_draws_the_heatmap(site, tmp_pa
     L, H = model.cfg.n_decoder_layers, model.cfg.n_heads
     assert dom.options["layer-select"] == [str(i) for i in range(L)] + ["mean"]
     assert dom.options["head-select"] == ["mean"] + [str(i) for i in range(H)]
+
+    # The controls' bounds come from /api/info, i.e. from decoding.SETTINGS with the server's caps.
+    info = server.service.info()
+    for name, bounds in info["ranges"].items():
+        attrs = dom.by_id[name]["attrs"] if name in dom.by_id else None
+        if attrs is None:                       # a setting the page has no control for
+            continue
+        number = lambda x: None if x is None else float(x)   # JavaScript numbers are doubles: 2**63 - 1 rounds
+        assert number(attrs.get("max")) == number(bounds["max"]), name
+        assert number(attrs.get("min")) == (number(bounds["min"]) if bounds["min_inclusive"] else None), name
+    assert dom.by_id["max_new_tokens"]["attrs"]["max"] == "24" and dom.by_id["top_k"]["attrs"]["max"] == str(
+        tok.vocab_size)
 
     # The model panel and the training curves.
     digits = re.sub(r"\D", "", dom.text(dom.by_id["param-count"]))

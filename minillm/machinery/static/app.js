@@ -532,10 +532,14 @@ async function loadInfo() {
   const info = await response.json();
   state.info = info;
   renderInfo(info);
-  // The server's own limits become the controls' limits.
-  $("max_new_tokens").max = info.limits.max_new_tokens;
-  $("num_beams").max = info.limits.max_beams;
-  $("top_k").max = info.vocab_size;
+  // The controls' limits are the server's ranges (minillm.decoding.SETTINGS with the server's caps): the
+  // page states no bound of its own. An exclusive lower bound (top_p > 0) has no HTML form; the server says so.
+  for (const [id, range] of Object.entries(info.ranges)) {
+    const input = $(id);
+    if (!input) continue;
+    if (range.min_inclusive) input.min = range.min;
+    if (range.max !== null) input.max = range.max;
+  }
   $("question").maxLength = info.limits.max_question_chars;
 }
 

@@ -1,9 +1,14 @@
-"""A baseline that never sees the question: an interpolated Kneser–Ney trigram model of the answers.
+"""Baselines a trained model must beat, measured on the same data (bench/learning.py prints them beside it).
 
-A seq2seq model earns its encoder only if it beats a model of answers alone. This one is the classic
-count-based language model (Kneser & Ney 1995; interpolated form and notation of Chen & Goodman 1998, §3.5),
-trained and scored on exactly the targets minillm predicts (a dataset's tgt_out_ids: answer ids + <eos>), each
-answer starting from two <bos> of context, so its perplexity is directly comparable with the model's.
+1. Nearest neighbour: answer with the training answer of the most similar training question. A model that
+   cannot beat this retrieval on held-out questions has learned no more than "find the closest question".
+2. A model that never sees the question: an interpolated Kneser–Ney trigram of the answers. A seq2seq model
+   earns its encoder only if it beats a model of answers alone.
+
+The trigram is the classic count-based language model (Kneser & Ney 1995; interpolated form and notation of
+Chen & Goodman 1998, §3.5), trained and scored on exactly the targets minillm predicts (a dataset's
+tgt_out_ids: answer ids + <eos>), each answer starting from two <bos> of context, so its perplexity is
+directly comparable with the model's.
 
     P3(w | u v) = max(c(u v w) - D, 0) / c(u v ·)  +  D · N1+(u v ·) / c(u v ·) · P2(w | v)
     P2(w | v)   = max(N1+(· v w) - D, 0) / N1+(· v ·)  +  D · N1+(v ·) / N1+(· v ·) · P1(w)
@@ -12,7 +17,7 @@ answer starting from two <bos> of context, so its perplexity is directly compara
 c(...) are counts; N1+(· v w) is the number of distinct words u seen before "v w" (a continuation count:
 how many contexts w completes, not how often). The lowest order interpolates with the uniform 1/V, so a
 token never seen in training still gets a little probability and no NLL is infinite. A context never seen
-uses the next order down. Every level sums to 1 over the vocabulary (tests/test_ngram.py checks it).
+uses the next order down. Every level sums to 1 over the vocabulary (tests/test_baselines.py checks it).
 """
 from __future__ import annotations
 
@@ -20,6 +25,29 @@ import math
 from collections import Counter, defaultdict
 
 import numpy as np
+
+
+def nearest_neighbour_answers(train_pairs, questions, tokenizer) -> list[str]:
+    """For each question, the answer of the training question with the highest token overlap.
+
+    Overlap is the Jaccard index |A & B| / |A | B| of the two questions' sets of token ids; ties go to the
+    earlier training pair. A model that cannot beat this retrieval baseline on held-out questions has not
+    learned more than "find the most similar question you saw".
+    """
+    if not train_pairs:
+        raise ValueError("nearest_neighbour_answers: no training pairs to retrieve from")
+    train_sets = [set(ids) for ids in tokenizer.encode_batch([q for q, _ in train_pairs])]
+    answers = []
+    for ids in tokenizer.encode_batch(list(questions)):
+        query = set(ids)
+        best, best_score = 0, -1.0
+        for j, cand in enumerate(train_sets):
+            union = len(query | cand)
+            score = len(query & cand) / union if union else 0.0
+            if score > best_score:
+                best, best_score = j, score
+        answers.append(train_pairs[best][1])
+    return answers
 
 
 class KneserNeyTrigram:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minillm.ngram import KneserNeyTrigram
+from minillm.machinery.baselines import KneserNeyTrigram
 
 BOS = 1
 

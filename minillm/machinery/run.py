@@ -1,0 +1,305 @@
+"""A training run from a TrainConfig: set-up, resume, the loop with evaluation, checkpoints, log and progress.
+
+    run = start_run(TrainConfig(data="data/sample.json", out="runs/x"))   # or resume=True
+    run.fit()                                                               # model.pt = the best evaluation
+
+`start_run` reads top to bottom in the order things are built: processes and device -> run directory ->
+data -> tokenizer -> datasets -> model -> Trainer (optimiser, schedule, EMA) -> the saved state on resume.
+The algorithm itself is minillm.training.Trainer.train_step; this module only drives it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from minillm.batching import Seq2SeqDataset
+from minillm.data import clean_pairs, load_pairs, split_pairs
+from minillm.model import ModelConfig, Seq2Seq
+from minillm.optim import Schedule
+from minillm.tokenizer import BPETokenizer
+from minillm.training import TrainConfig, Trainer
+from minillm.machinery import checkpoint as ckpt
+from minillm.machinery import runlog
+from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite steps in a row; the last good state has been saved."""
+
+
+def _open_run_dir(out: Path, resume: bool, log) -> dict | None:
+    """The saved state to resume from (None for a fresh run); refuses to overwrite an existing run."""
+    if resume:
+        state = ckpt.latest_state(out, map_location="cpu", log=log)
+        if state is None:
+            raise FileNotFoundError(f"--resume: no readable state-*.pt checkpoint in {out}")
+        log(f"resuming from {state['path']} (step {state['step']})")
+        return state
+    if ckpt.state_files(out):
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    return None
+
+
+def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
+    """Build everything a run needs, in order, and return it ready to fit()."""
+    # --- processes and device
+    rank, world, local_rank = setup_distributed()
+    log = log if rank == 0 else (lambda *a, **k: None)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)   # subtle: oversubscribed cores make OpenMP threads wait on each other
+    # --- run directory
+    out = Path(cfg.out)
+    state = _open_run_dir(out, resume, log)
+    # --- data: load, clean, split by a hash of the question (the same split on every rank)
+    pairs, report = clean_pairs(load_pairs(cfg.data))
+    splits = split_pairs(pairs, cfg.val_fraction, 0.0)
+    log(f"data: {cfg.data}: {report.pairs_out} pairs after cleaning ({report}); "
+        f"train {len(splits['train'])}, val {len(splits['val'])}")
+    if not splits["train"]:
+        raise ValueError(f"{cfg.data}: no training pairs left after the split ({report.pairs_out} pairs, "
+                         f"--val-fraction {cfg.val_fraction}); give more pairs or lower the fraction")
+    if not splits["val"]:
+        # Documented fallback for a tiny file: train anyway, but say that nothing will be evaluated.
+        log(f"warning: {cfg.data}: no validation pairs ({report.pairs_out} pairs, --val-fraction "
+            f"{cfg.val_fraction}); training without evaluation, model.pt will hold the final weights")
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None and rank == 0:
+        (out / runlog.LOG_FILE).unlink(missing_ok=True)   # a fresh run starts a fresh log
+    # --- tokenizer: trained on the training split only, so validation text never shapes the vocabulary
+    if state is not None:
+        tokenizer = ckpt.load_tokenizer(out, state)
+    else:
+        if rank == 0:
+            t0 = time.perf_counter()
+            trained = BPETokenizer.train((q + " " + a for q, a in splits["train"]), cfg.vocab_size)
+            ckpt.save_tokenizer(trained, out)
+            log(f"tokenizer: {trained.vocab_size} tokens, trained in {time.perf_counter() - t0:.1f} s")
+        if world > 1:
+            dist.barrier()                     # the other ranks read the file rank 0 wrote
+        tokenizer = BPETokenizer.load(out / ckpt.TOKENIZER_FILE)
+    # --- datasets
+    train_set = Seq2SeqDataset(splits["train"], tokenizer, cfg.max_src_len, cfg.max_tgt_len)
+    val_set = Seq2SeqDataset(splits["val"], tokenizer, cfg.max_src_len, cfg.max_tgt_len) if splits["val"] else None
+    # --- model: identical initial weights on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(cfg.seed)
+    sizes = dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers,
+                 n_decoder_layers=cfg.n_layers, d_ff=cfg.d_ff, dropout=cfg.dropout)
+    model_cfg = (ModelConfig(**state["model_config"]) if state else ModelConfig.preset(
+        cfg.model, vocab_size=tokenizer.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
+        max_src_len=cfg.max_src_len, **{k: v for k, v in sizes.items() if v is not None}))
+    model = Seq2Seq(model_cfg).to(device)
+    torch.manual_seed(cfg.seed + rank)            # dropout masks differ between ranks
+    train_model = torch.compile(model) if cfg.compile else model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    # --- the trainer: optimiser, schedule, loss scaler, EMA, batch stream
+    trainer = Trainer(cfg, model, tokenizer, train_set, val_set, device=device, precision=precision, rank=rank,
+                      world_size=world, train_model=train_model, log=log)
+    run = Run(cfg, trainer, out, log)
+    if state is not None:
+        run.load_state_dict(state)
+    else:
+        run.write_log({"kind": "info", "step": 0, "params": model.num_params(), "train_pairs": len(train_set),
+                       "val_pairs": len(splits["val"]), "batches_per_epoch": len(trainer.sampler.epoch_batches(0)),
+                       "device": str(device), "precision": precision, "world_size": world,
+                       "peak_flops": run.peak, "peak_source": run.peak_source})
+    log(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model_cfg.vocab_size}; "
+        f"device {device} x{world}, {precision}; batch {cfg.batch_tokens} tokens x {cfg.grad_accum} micro "
+        f"x {world} processes; peak {run.peak / 1e12:.2f} TFLOP/s ({run.peak_source})")
+    return run
+
+
+class Run:
+    """What a run keeps besides the learning state: its directory, clock, best evaluation and log."""
+    CALIBRATE_FROM, CALIBRATE_AT = 5, 15   # steps 6..15 are timed (the first ones pay for warm-up)
+
+    def __init__(self, cfg: TrainConfig, trainer: Trainer, out: Path, log=print):
+        self.cfg, self.trainer, self.out, self.log = cfg, trainer, Path(out), log
+        self.is_main = trainer.rank == 0
+        self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see _fit_schedule_to_budget)
+        self.elapsed, self.best_val = 0.0, float("inf")
+        self._calibrate_t0 = None             # elapsed seconds at step CALIBRATE_FROM
+        self._cpu0 = time.process_time()      # CPU seconds of this process (all threads) since the run started
+        self.peak, self.peak_source = peak_flops(trainer.device) if self.is_main else (float("nan"), "")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        t = self.trainer
+        return {**t.state_dict(), "max_steps": self.max_steps, "model_config": dataclasses.asdict(t.model.cfg),
+                "train_config": dataclasses.asdict(self.cfg), "model": ckpt.model_state(t.model),
+                "rng": ckpt.rng_state(), "tokenizer": (self.out / ckpt.TOKENIZER_FILE).read_text(encoding="utf-8"),
+                "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by()}
+
+    def load_state_dict(self, s: dict) -> None:
+        t = self.trainer
+        t.model.load_state_dict(s["model"])
+        t.load_state_dict(s)
+        self.elapsed, self.max_steps, self.best_val = s["elapsed"], s["max_steps"], s["best_val"]
+        if s["train_config"]["max_steps"] != self.cfg.max_steps and isinstance(t.schedule, Schedule):
+            # --max-steps given again on --resume: extend (or shorten) the run; the decay is re-spread over it
+            self.max_steps = self.cfg.max_steps
+            t.schedule.set_total_steps(self.cfg.max_steps)
+        if s.get("best_by") != self.best_by():
+            # subtle: best_val is a chrF (negated) or an NLL; comparing one with the other would keep or
+            # replace model.pt for no reason. A run resumed with another --select-by starts a new best.
+            self.log(f"model.pt selection changed to {self.best_by()} on resume: the next evaluation becomes the best")
+            self.best_val = float("inf")
+        ckpt.set_rng_state(s["rng"])
+        if t.world > 1:
+            # subtle: only rank 0's generators were saved; other ranks get a fresh seed that depends on rank
+            # and step, so dropout masks still differ between ranks (multi-process resume is exact in the
+            # data order and the weights, not in every dropout mask).
+            torch.manual_seed(self.cfg.seed + t.rank + 1000 * t.step)
+        if self.is_main:   # drop log records past the resumed step (the killed run got further than its state)
+            runlog.truncate_after(self.out / runlog.LOG_FILE, t.step)
+
+    def save(self) -> None:
+        if self.is_main:
+            path = ckpt.save_state(self.out, self.state_dict(), self.cfg.keep_last)
+            self.log(f"saved {path}")
+        if self.trainer.world > 1:
+            dist.barrier()
+
+    def best_by(self) -> str:
+        return "chrf" if self.cfg.select_by == "chrf" and self.cfg.eval_generate > 0 else "nll"
+
+    def selection_score(self, record: dict) -> float:
+        """Lower is better. By default the validation answers' greedy chrF decides which weights become
+        model.pt: on a small data set the validation NLL is often best early, while the answers keep improving
+        long after (make train: NLL best at step 200 with 38 % distinct answers, chrF best at step 500 with
+        100 %; bench/answers.py then found the training questions answered with chrF 99.9)."""
+        if self.best_by() == "chrf" and "chrf" in record:
+            return -record["chrf"]
+        return record["nll"]
+
+    def save_best(self, record: dict) -> None:
+        if self.is_main:
+            t = self.trainer
+            ckpt.save_model(self.out, t.model, t.tokenizer, ema=t.ema, step=t.step, val_loss=record.get("nll"),
+                            chrf=record.get("chrf"), train_config=dataclasses.asdict(self.cfg))
+
+    def write_log(self, record: dict) -> None:
+        if self.is_main:
+            runlog.append(self.out / runlog.LOG_FILE, record)
+
+    # ------------------------------------------------------------------ progress and the time budget
+    def _progress(self, rec: dict, step_s: float) -> None:
+        tok_s = rec["tokens"] / step_s
+        mfu = rec["flops"] / step_s / self.peak
+        left = (self.max_steps - self.trainer.step) * step_s
+        if self.cfg.time_budget > 0:
+            left = min(left, self.cfg.time_budget * 60 - self.elapsed)
+        rec.update(tokens_per_s=tok_s, mfu=mfu, elapsed_s=self.elapsed)
+        line = (f"step {self.trainer.step:6d}/{self.max_steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | "
+                f"{tok_s:8.0f} tok/s | MFU {100 * mfu:5.2f}% | skipped {self.trainer.skipped} | "
+                f"ETA {int(left // 60)}m{int(left % 60):02d}s")
+        if self.is_main:  # one updating line on a terminal, plain lines otherwise
+            if sys.stdout.isatty():
+                print("\r" + line, end="", flush=True)
+            elif self.trainer.step % self.cfg.log_every == 0 or self.trainer.step == 1:
+                self.log(line)
+
+    def _fit_schedule_to_budget(self) -> None:
+        """With --time-budget, shrink max_steps once to the steps that fit, so that the learning rate has
+        decayed to min_lr when time runs out (a run cut off at its peak lr ends with noisy weights).
+        Decided once, at step CALIBRATE_AT, and saved with the state: a resumed run keeps the decision."""
+        step = self.trainer.step
+        per_step = (self.elapsed - self._calibrate_t0) / (self.CALIBRATE_AT - self.CALIBRATE_FROM)
+        fits = step + int(0.9 * (self.cfg.time_budget * 60 - self.elapsed) / per_step)  # 10% for evaluations
+        fits = max(fits, self.cfg.warmup_steps + 1, step + 1)
+        if fits >= self.max_steps:
+            return
+        if isinstance(self.trainer.schedule, Schedule):
+            self.trainer.schedule.set_total_steps(fits)
+            self.log(f"time budget {self.cfg.time_budget} min at {per_step:.2f} s/step: max_steps "
+                     f"{self.max_steps} -> {fits}, the schedule decays to min_lr by then")
+            self.max_steps = fits
+        else:
+            self.log("time budget: PyTorch's schedulers cannot be shortened mid-run; the schedule follows max_steps")
+
+    # ------------------------------------------------------------------ the loop
+    def _evaluate(self) -> dict | None:
+        """Evaluate, print one line, log the record, and keep model.pt if this is the best so far."""
+        record = self.trainer.evaluate()
+        if record is None:
+            return None
+        record.update(elapsed_s=self.elapsed, cpu_s=time.process_time() - self._cpu0)
+        self.log(f"eval step {record['step']}: val loss {record['nll']:.4f}, ppl {record['perplexity']:.2f}, "
+                 f"token acc {record['accuracy']:.3f}, top-5 {record['top5_accuracy']:.3f}"
+                 + (f", gain {record['cond_gain']:.3f}" if "cond_gain" in record else "")
+                 + (f", BLEU {record['bleu']:.2f}, chrF {record['chrf']:.2f}, distinct "
+                    f"{record['distinct']:.2f}" if "bleu" in record else ""))
+        self.write_log(record)
+        if self.selection_score(record) < self.best_val:
+            self.best_val = self.selection_score(record)
+            self.save_best(record)
+        return record
+
+    def fit(self) -> dict | None:
+        """Train to max_steps (or the time budget), evaluating, checkpointing and logging on the way."""
+        cfg, t, last_eval = self.cfg, self.trainer, None
+        start = time.perf_counter() - self.elapsed
+        while t.step < self.max_steps:
+            t0 = time.perf_counter()
+            rec = t.train_step()
+            self.elapsed = time.perf_counter() - start
+            if rec["kind"] == "skip":
+                self.log(f"\nwarning: non-finite loss/gradient at step {rec['step']} (loss {rec['loss']}, "
+                         f"grad norm {rec['grad_norm']}); step skipped, nothing applied "
+                         f"({rec['bad_in_a_row']} in a row, {rec['skipped']} in total)")
+                self.write_log(rec)
+                if t.bad_in_a_row >= cfg.max_bad_steps:
+                    self.save()   # the weights are still those of the last good step
+                    raise TrainingAborted(
+                        f"{t.bad_in_a_row} non-finite steps in a row after step {t.step}: training stopped. "
+                        f"The last good state (step {t.step}) is saved in {self.out}. Lower --lr, keep "
+                        f"--grad-clip on, use --precision bf16 rather than fp16, or check the data.")
+                continue
+            self._progress(rec, time.perf_counter() - t0)
+            out_of_time = cfg.time_budget > 0 and self.elapsed >= cfg.time_budget * 60
+            if t.world > 1:   # every rank must stop at the same step
+                out_of_time = bool(t.all_reduce(torch.tensor([float(out_of_time)], device=t.device)).item() > 0)
+            if t.step == self.CALIBRATE_FROM:
+                self._calibrate_t0 = self.elapsed
+            if t.step == self.CALIBRATE_AT and cfg.time_budget > 0 and self._calibrate_t0 is not None:
+                self._fit_schedule_to_budget()
+            last = t.step == self.max_steps or out_of_time
+            if t.step % cfg.log_every == 0 or t.step == 1 or last:
+                self.write_log(rec)
+            if t.step % cfg.eval_every == 0 or last:
+                if self.is_main and sys.stdout.isatty():
+                    print()
+                last_eval = self._evaluate()
+            if t.step % cfg.save_every == 0 or last:
+                self.save()
+            if out_of_time:
+                self.log(f"time budget of {cfg.time_budget} min reached at step {t.step}")
+                break
+        if t.val_set is None:   # nothing to select on: the final weights are the model
+            self.save_best({})
+        chosen = ("the final weights, no validation pairs" if t.val_set is None else
+                  "best by greedy chrF on validation" if self.best_by() == "chrf" else "best by validation loss")
+        self.log(f"checkpoint: {self.out.resolve()} (model.pt = {chosen}"
+                 f"{', EMA weights' if t.ema is not None else ''}; load with minillm.checkpoint.load)")
+        return last_eval
+
+
+def resume_config(out, overrides: dict) -> TrainConfig:
+    """The TrainConfig saved in the newest readable state of run directory `out`, with `overrides` (the flags
+    given on the command line, e.g. a larger --max-steps) on top. Fields this code no longer has are dropped."""
+    state = ckpt.latest_state(out, log=lambda *a: None)
+    if state is None:
+        raise FileNotFoundError(f"--resume: no readable state-*.pt checkpoint in {out}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in state["train_config"].items() if k in known}
+    return TrainConfig(**{**saved, **overrides})

@@ -1,0 +1,295 @@
+"""Training: the configuration of a run, and the Trainer that takes one optimisation step.
+
+Read `Trainer.train_step` first: it is the whole algorithm, top to bottom, in the order it runs:
+
+    autocast forward over the micro-batches -> loss normalised by the total real-token count -> backward
+    -> unscale -> NaN/Inf guard -> clip -> optimizer step -> schedule step -> EMA update -> zero_grad
+
+`Trainer.evaluate` scores the model on the validation pairs (minillm.evaluation). Everything around them --
+building a run from a config, resuming, checkpoints, the log, the time budget, progress lines -- is
+machinery (minillm.machinery.run), which a learner may skip.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from minillm.batching import TokenBatchSampler, collate
+from minillm.data import MAX_SRC_LEN
+from minillm.evaluation import answer_chars, answers_record, teacher_forced_record
+from minillm.generation import GenerationConfig, decode_ids
+from minillm.losses import masked_cross_entropy
+from minillm.optim import EMA, Schedule, make_optimizer, torch_schedule
+from minillm.transformer import MODEL_PRESETS
+
+
+# fields with a fixed set of values (train.py turns these into argparse choices)
+CHOICES = {"model": tuple(MODEL_PRESETS), "decay": ("cosine", "linear"), "device": ("auto", "cpu", "cuda"),
+           "precision": ("auto", "fp32", "bf16", "fp16"), "select_by": ("chrf", "nll")}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the model's own sizes. Defaults are the `small` preset (CPU)."""
+    # --- data
+    data: str = "data/sample.json"     # JSON list / JSONL / CSV of question-answer pairs
+    out: str = "runs/small"            # run directory: tokenizer, log.jsonl, model.pt, state-*.pt
+    val_fraction: float = 0.1          # share of pairs (by hash of the question) held out for evaluation
+    vocab_size: int = 2000             # BPE vocabulary incl. 3 special tokens: 2000 suits the 60 KB sample, ~8000 a few MB
+    max_src_len: int = MAX_SRC_LEN     # tokens with <eos>; longer questions are cut, here and when answering
+    max_tgt_len: int = 192             # tokens; longer answers are cut without <eos>
+    # --- model (None = the preset's value)
+    model: str = "small"               # ModelConfig preset: "small" (~8M params, CPU) or "base" (~100M, GPU)
+    d_model: int | None = None         # C, residual width
+    n_heads: int | None = None         # H, attention heads
+    n_layers: int | None = None        # encoder layers = decoder layers
+    d_ff: int | None = None            # feed-forward hidden width
+    dropout: float | None = None       # probability; 0.05 in the small preset, 0.1 in base (Vaswani et al. 2017, §5.4)
+    # --- batch
+    batch_tokens: int = 1024           # padded tokens (source + target) per micro-batch per process; small for 2 CPU cores
+    grad_accum: int = 1                # micro-batches per optimiser step per process
+    # --- optimisation
+    lr: float = 1e-3                   # peak learning rate; 2e-3 and 4e-3 learned less per step (bench/learning.py)
+    min_lr: float = 1e-4               # floor at the end of the decay (and after max_steps)
+    warmup_steps: int = 60             # linear warmup from lr/warmup_steps (Goyal et al. 2017); 10% of a 600-step run
+    decay: str = "linear"              # "linear" (as Hugging Face's get_linear_schedule_with_warmup) or "cosine" (SGDR)
+    torch_schedule: bool = False       # True: PyTorch's LinearLR/CosineAnnealingLR instead of the hand-written one
+    weight_decay: float = 0.01         # decoupled, on Linear matrices only (optim.param_groups); BART's 0.01
+    beta1: float = 0.9                 # AdamW first-moment decay
+    beta2: float = 0.999               # AdamW second-moment decay; Adam's default (0.95 is GPT-3's, for huge batches)
+    grad_clip: float = 1.0             # max global L2 norm of the gradient; 0 = no clipping
+    label_smoothing: float = 0.0       # Szegedy et al. 2016 (Vaswani et al. used 0.1); off in the recipe measured against BART
+    ema_decay: float = 0.0             # EMA of the weights, ~1/(1-d)-step memory; 0 = none: 0.995 lagged on 600-step runs
+    ema_warmup: bool = True            # ramp the decay up as min(d, (1+n)/(10+n)) (TensorFlow EMA)
+    max_steps: int = 500               # optimiser steps; the schedule decays to min_lr at this step
+    time_budget: float = 0.0           # minutes (0 = none); after 15 steps max_steps shrinks to what fits, then a hard stop
+    # --- precision and speed
+    device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
+    precision: str = "auto"            # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"
+    compile: bool = False              # torch.compile the model for training (checkpoints stay uncompiled)
+    threads: int = 0                   # CPU threads for PyTorch (0 = its default, one per core); 1 on a shared, busy machine
+    # --- robustness
+    max_bad_steps: int = 5             # consecutive non-finite steps before the run aborts
+    seed: int = 1337                   # model init, data order, dropout
+    # --- evaluation, logging, checkpoints
+    eval_every: int = 100              # steps between evaluations (and at the last step)
+    eval_generate: int = 16            # validation questions answered greedily for BLEU/chrF (0 = none)
+    eval_max_new_tokens: int = 48      # answer length cap during evaluation
+    print_samples: int = 2             # generated answers printed at each evaluation
+    log_every: int = 10                # steps between JSONL "train" records (1 = every step)
+    save_every: int = 100              # steps between full training-state checkpoints
+    select_by: str = "chrf"            # model.pt keeps the best evaluation by greedy chrF ("nll" when eval_generate is 0) or by "nll"
+    keep_last: int = 2                 # training-state files kept (the best model is model.pt)
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("max_steps", "batch_tokens", "grad_accum", "eval_every", "log_every", "save_every",
+                     "keep_last", "max_bad_steps", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"TrainConfig.warmup_steps ({self.warmup_steps}) must be below max_steps "
+                             f"({self.max_steps})")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TrainConfig":
+        """`small`: the CPU defaults above. `base`: a ~100M model on one GPU, bf16, bigger batches."""
+        if name not in TRAIN_PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; expected one of {sorted(TRAIN_PRESETS)}")
+        return cls(**{**TRAIN_PRESETS[name], **overrides})
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's trailing comment above, for `train.py --help` (one source of truth)."""
+        src = inspect.getsource(cls)
+        return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, flags=re.M))
+
+
+# train.py --config NAME: a TrainConfig preset, which names the ModelConfig preset of the same name.
+TRAIN_PRESETS = {"small": {},
+                 "base": dict(model="base", out="runs/base", vocab_size=8000, batch_tokens=16384, lr=6e-4,
+                              min_lr=6e-5, warmup_steps=500, max_steps=20000, ema_decay=0.999,
+                              eval_every=1000, save_every=1000, eval_generate=64, log_every=50)}
+
+
+class Trainer:
+    """The learning state of one run: the model, optimiser, schedule, loss scaler, EMA and the batch stream.
+
+    model: the plain Seq2Seq (EMA, evaluation and checkpoints use it); train_model: what the forward pass
+    runs, the same module or a torch.compile / DistributedDataParallel wrapper of it. rank and world_size:
+    this process and the number of processes (1 without torchrun); every process holds a Trainer.
+    """
+
+    def __init__(self, cfg: TrainConfig, model, tokenizer, train_set, val_set=None, *, device=None,
+                 precision: str = "fp32", rank: int = 0, world_size: int = 1, train_model=None, log=print):
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.train_set, self.val_set = train_set, val_set
+        self.device = device or torch.device("cpu")
+        self.precision, self.rank, self.world = precision, rank, world_size
+        self.train_model = train_model or model
+        self.log = log
+        self.val_chars = answer_chars(val_set.items, tokenizer) if val_set else 0
+        self.sampler = TokenBatchSampler(train_set.lengths, cfg.batch_tokens, seed=cfg.seed, rank=rank,
+                                         world_size=world_size)
+        self._batch_iter = None
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                        fused=True if self.device.type == "cuda" else None)
+        schedule = torch_schedule if cfg.torch_schedule else Schedule
+        self.schedule = schedule(self.optimizer, max_lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                 total_steps=cfg.max_steps, min_lr=cfg.min_lr, decay=cfg.decay)
+        # fp16 only: scale the loss so small gradients do not underflow (Micikevicius et al. 2018)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+        self.step, self.tokens_seen, self.skipped, self.bad_in_a_row = 0, 0, 0, 0
+
+    # ------------------------------------------------------------------ data stream
+    def _next_batch(self) -> dict:
+        """This rank's next micro-batch; the sampler remembers (epoch, position) for an exact resume."""
+        while True:
+            if self._batch_iter is None:
+                self._batch_iter = iter(self.sampler)   # continues from sampler.position within its epoch
+            try:
+                indices = next(self._batch_iter)
+            except StopIteration:                       # end of epoch: the sampler moved to the next one
+                self._batch_iter = None
+                continue
+            batch = collate([self.train_set[i] for i in indices], self.tokenizer.pad_id)
+            return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def autocast(self):
+        """bf16 or fp16 autocast on CUDA (matmuls in half precision, reductions in float32); nothing in fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` over the processes in place (nothing with one process)."""
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    # ------------------------------------------------------------------ one optimisation step
+    def train_step(self) -> dict:
+        """One optimiser step over grad_accum micro-batches per process. Returns a record for the log."""
+        cfg, model = self.cfg, self.train_model
+        model.train()
+        micro = [self._next_batch() for _ in range(cfg.grad_accum)]
+
+        # The loss is a mean over every real target token of the step, across micro-batches AND processes:
+        # sum of token losses / total tokens. Dividing each micro-batch by its own count instead would
+        # weight a token in a short batch more than one in a long batch.
+        n_tokens = self.all_reduce(sum(b["tgt_out_ids"].ne(self.tokenizer.pad_id).sum() for b in micro))
+        n_tokens = n_tokens.clamp(min=1).float()
+        # subtle: DDP AVERAGES gradients over processes; multiplying by world cancels that average, so the
+        # gradient is (sum over all tokens) / n_tokens however the tokens are split between processes.
+        scale = self.world / n_tokens
+        loss_total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            # no gradient all-reduce until the last micro-batch (accumulate locally first)
+            sync = (model.no_sync() if self.world > 1 and i < len(micro) - 1 else contextlib.nullcontext())
+            with sync:
+                with self.autocast():
+                    logits = model(batch["src_ids"], batch["tgt_in_ids"])            # (B, T, V)
+                loss_sum, _ = masked_cross_entropy(logits, batch["tgt_out_ids"], self.tokenizer.pad_id,
+                                                   cfg.label_smoothing)       # float32 sum over real tokens
+                self.scaler.scale(loss_sum * scale).backward()                # grads accumulate in .grad
+            loss_total += loss_sum.detach()
+        loss = (self.all_reduce(loss_total) / n_tokens).item()             # mean token loss of the step
+
+        self.scaler.unscale_(self.optimizer)          # true gradients (no-op unless fp16)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        # clip_grad_norm_ returns the norm BEFORE clipping (Pascanu et al. 2013, gradient norm clipping)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = float(grad_norm)
+
+        # NaN/Inf guard: a non-finite loss or gradient would poison the weights, the Adam moments and the
+        # EMA for good. Apply nothing: no step, no schedule, no EMA; count it. (Every rank sees the same
+        # all-reduced loss and the same synchronised gradients, so they all decide alike.)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()                      # fp16: lower the loss scale after an overflow
+            self.skipped += 1
+            # subtle: with fp16 an overflowing gradient at a finite loss is the GradScaler's normal way to
+            # find its scale; only a non-finite LOSS (or any non-finite step in fp32/bf16) counts as "bad".
+            if not (self.precision == "fp16" and math.isfinite(loss)):
+                self.bad_in_a_row += 1
+            return {"kind": "skip", "step": self.step + 1, "loss": loss, "grad_norm": grad_norm,
+                    "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row}
+
+        self.scaler.step(self.optimizer)              # optimizer.step() (GradScaler skips it on inf in fp16)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]    # the rate this step used
+        self.schedule.step()                          # the rate for the next step
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.bad_in_a_row = 0
+        src_tokens = sum(b["src_ids"].ne(self.tokenizer.pad_id).sum() for b in micro)
+        n_all = int(self.all_reduce(src_tokens.float()).item() + n_tokens.item())
+        flops = sum(self.model.flops_per_token(b["src_ids"].shape[1], b["tgt_in_ids"].shape[1])
+                    for b in micro) / len(micro) * n_all
+        self.tokens_seen += n_all
+        return {"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens": n_all, "flops": flops, "skipped": self.skipped}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict | None:
+        """Validation loss, perplexity, token/top-5 accuracy, NLL per answer character, the conditioning gain
+        (does the model read the question? minillm.metrics.mismatched_sources), and BLEU/chrF and the share of
+        distinct answers among greedy answers, all with the EMA weights."""
+        if self.val_set is None or self.rank != 0:
+            return None
+        cfg = self.cfg
+        ema = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+        with ema:
+            self.model.eval()
+            def logits_fn(src_ids, tgt_in_ids):
+                with self.autocast():
+                    return self.model(src_ids, tgt_in_ids)                                # (B, T, V)
+            record = {"kind": "eval", "step": self.step,
+                      **teacher_forced_record(logits_fn, self.val_set.items, self.tokenizer.pad_id,
+                                              cfg.batch_tokens, self.device, self.val_chars)}
+            n = min(cfg.eval_generate, len(self.val_set))
+            if n > 0:
+                # the first n validation pairs, always the same ones; sources exactly as in training
+                # (question ids + <eos>), decoded greedily
+                srcs = [self.val_set[i][0] for i in range(n)]
+                with torch.inference_mode(), self.autocast():
+                    results = decode_ids(self.model, srcs, GenerationConfig(
+                        strategy="greedy", max_new_tokens=cfg.eval_max_new_tokens))
+                hyps = [self.tokenizer.decode(ids) for ids, _ in results]
+                record.update(answers_record(hyps, [a for _, a in self.val_set.pairs[:n]]))
+                for (q, a), h in list(zip(self.val_set.pairs, hyps))[:cfg.print_samples]:
+                    self.log(f"  Q: {q}\n  reference: {a}\n  model:     {h}")
+        self.model.train()
+        return record
+
+    # ------------------------------------------------------------------ state, for checkpoints
+    def state_dict(self) -> dict:
+        """Everything that changes while training, as tensors and plain values (the weights: see run)."""
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "sampler": self.sampler.state_dict(), "tokens_seen": self.tokens_seen, "skipped": self.skipped}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.schedule.load_state_dict(s["schedule"])
+        self.scaler.load_state_dict(s["scaler"])
+        if self.ema is not None and s["ema"] is not None:
+            self.ema.load_state_dict(s["ema"])
+        self.sampler.load_state_dict(s["sampler"])
+        self.step, self.tokens_seen, self.skipped = s["step"], s["tokens_seen"], s["skipped"]
