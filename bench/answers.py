@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from minillm import checkpoint as ckpt  # noqa: E402
-from minillm.data import clean_pairs, load_pairs, split_pairs  # noqa: E402
+from minillm.data import clean_pairs, split_pairs  # noqa: E402
+from minillm.machinery.datafiles import load_pairs  # noqa: E402
 from minillm.generation import GenerationConfig, generate  # noqa: E402
 from minillm.metrics import distinct_share  # noqa: E402
 

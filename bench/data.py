@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from minillm.batching import Seq2SeqDataset, TokenBatchSampler  # noqa: E402
-from minillm.data import MAX_SRC_LEN, MAX_TGT_LEN, clean_pairs, load_pairs, split_pairs  # noqa: E402
+from minillm.data import MAX_SRC_LEN, MAX_TGT_LEN, clean_pairs, split_pairs  # noqa: E402
+from minillm.machinery.datafiles import load_pairs  # noqa: E402
 from minillm.machinery.baselines import nearest_neighbour_answers  # noqa: E402
 from minillm.metrics import text_scores  # noqa: E402
 from minillm.tokenizer import BPETokenizer  # noqa: E402

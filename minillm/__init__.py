@@ -7,13 +7,13 @@ module uses only those above it:
     -> data -> batching -> decoding -> beam -> generation -> evaluation -> training
 
 The machinery (minillm/machinery/) makes it a tool: devices and several processes, checkpoints, the run log,
-a training run from a config (set-up, resume, the loop), baselines, the downloader and the web page. It
+reading data files, a training run from a config (set-up, resume, the loop), baselines, the downloader and the web page. It
 imports the course; the course never imports it. tests/test_layout.py holds both to these lists.
 """
 __version__ = "0.1.0"
 
 COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "model", "losses", "metrics", "optim",
           "data", "batching", "decoding", "beam", "generation", "evaluation", "training")
-MACHINERY = ("machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.run", "machinery.baselines",
-             "machinery.download", "machinery.api", "machinery.web")
+MACHINERY = ("machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.datafiles", "machinery.run",
+             "machinery.baselines", "machinery.download", "machinery.api", "machinery.web")
 ALIASES = ("checkpoint",)   # the public contract's `minillm.checkpoint`, a re-export of machinery.checkpoint

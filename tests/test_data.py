@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, strategies as st
 
 from minillm.batching import Seq2SeqDataset, TokenBatchSampler, collate
-from minillm.data import CleaningReport, DataFormatError, clean_pairs, fix_dotted_i, load_pairs, split_fraction, split_pairs
+from minillm.data import CleaningReport, clean_pairs, fix_dotted_i, split_fraction, split_pairs
+from minillm.machinery.datafiles import DataFormatError, load_pairs
 from minillm.machinery.baselines import nearest_neighbour_answers
 from minillm.machinery.download import DownloadError, download, main
 

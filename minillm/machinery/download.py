@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
-from minillm.data import load_pairs
+from minillm.machinery.datafiles import load_pairs
 from minillm.files import atomic_write
 
 

@@ -18,13 +18,14 @@ import torch
 import torch.distributed as dist
 
 from minillm.batching import Seq2SeqDataset
-from minillm.data import clean_pairs, load_pairs, split_pairs
+from minillm.data import clean_pairs, split_pairs
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.optim import Schedule
 from minillm.tokenizer import BPETokenizer
 from minillm.training import TrainConfig, Trainer
 from minillm.machinery import checkpoint as ckpt
 from minillm.machinery import runlog
+from minillm.machinery.datafiles import load_pairs
 from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
 
 
