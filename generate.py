@@ -19,6 +19,7 @@ import sys
 
 from minillm.checkpoint import CheckpointError, load
 from minillm.generation import SETTINGS, GenerationConfig, generate
+from minillm.machinery.cli import OneLineParser
 from minillm.machinery.device import DEVICES, resolve_device
 
 DEFAULTS = GenerationConfig()
@@ -29,13 +30,6 @@ FLAGS = {
     "--repetition-penalty": "repetition_penalty", "--no-repeat-ngram": "no_repeat_ngram_size", "--seed": "seed",
 }
 TYPES = {"choice": str, "int": int, "number": float}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with a user error as one line (no usage block): 'generate.py: error: ...', exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

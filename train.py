@@ -5,6 +5,9 @@
     python train.py --data FILE --out runs/x --max-steps 2000 --time-budget 10
     python train.py --out runs/x --resume              # continue exactly where runs/x stopped
     torchrun --nproc_per_node=4 train.py --config base # one process per GPU (DistributedDataParallel)
+
+A mistake in a flag or a file is one line on stderr ("train.py: error: ...") and exit status 2, and leaves
+nothing behind in --out.
 """
 import argparse
 import dataclasses
@@ -12,8 +15,13 @@ import sys
 
 import torch
 
-from minillm.machinery.run import TrainingAborted, resume_config, start_run
+from minillm.machinery.checkpoint import CheckpointError
+from minillm.machinery.cli import OneLineParser, fail
+from minillm.machinery.run import TrainingAborted, start_run
+from minillm.machinery.rundir import resume_config
 from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
+
+PROG = "train.py"
 
 
 def _type(annotation: str):
@@ -27,8 +35,8 @@ def _type(annotation: str):
 def build_parser() -> argparse.ArgumentParser:
     # argument_default=SUPPRESS: only flags actually given appear in the result, so they can override a
     # preset or a resumed run's saved configuration without clobbering it with argparse defaults.
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      argument_default=argparse.SUPPRESS)
     p.add_argument("--config", choices=list(TRAIN_PRESETS), default="small", help="preset (default: small)")
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue from the newest state-*.pt in --out, with its saved configuration")
@@ -44,28 +52,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def fit_default_warmup(preset: str, flags: dict) -> str | None:
+    """A short run (`--max-steps 5`) with the preset's warmup (60 steps) could never finish its warmup: scale
+    the DEFAULT down to a tenth of the run and say so. A warmup the user gave stays an error if it does not fit."""
+    default = TrainConfig.preset(preset)
+    if "max_steps" in flags and "warmup_steps" not in flags and default.warmup_steps >= flags["max_steps"] >= 1:
+        flags["warmup_steps"] = flags["max_steps"] // 10
+        return (f"note: the {preset} preset's warmup of {default.warmup_steps} steps does not fit --max-steps "
+                f"{flags['max_steps']}; using --warmup-steps {flags['warmup_steps']} (a tenth of the run)")
+    return None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = vars(parser.parse_args(argv))          # unknown flags and wrong types exit with a message here
-    preset, resume = args.pop("config"), args.pop("resume")
+    flags = vars(parser.parse_args(argv))          # unknown flags and wrong types exit with one line here
+    preset, resume = flags.pop("config"), flags.pop("resume")
     try:
         if resume:
-            cfg = resume_config(args.get("out", TrainConfig.preset(preset).out), args)
+            cfg = resume_config(flags.get("out", TrainConfig.preset(preset).out), flags)
         else:
-            cfg = TrainConfig.preset(preset, **args)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+            note = fit_default_warmup(preset, flags)
+            cfg = TrainConfig.preset(preset, **flags)
+            if note:
+                print(note, flush=True)
+        run = start_run(cfg, resume=resume)
+    except (ValueError, OSError, CheckpointError) as e:   # a flag, the data file or the run directory
+        return fail(PROG, e)
     try:
-        try:
-            run = start_run(cfg, resume=resume)
-        except (ValueError, FileNotFoundError, FileExistsError) as e:   # the data or the run directory
-            print(f"error: {e}", file=sys.stderr)
-            return 2
         run.fit()
     except TrainingAborted as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
+        print(file=sys.stderr)
+        return fail(PROG, e)
     finally:
+        run.close()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0

@@ -14,6 +14,6 @@ __version__ = "0.1.0"
 
 COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "model", "losses", "metrics", "optim",
           "data", "batching", "decoding", "beam", "generation", "evaluation", "training")
-MACHINERY = ("machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.datafiles", "machinery.run",
-             "machinery.baselines", "machinery.download", "machinery.api", "machinery.web")
+MACHINERY = ("machinery.cli", "machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.datafiles",
+             "machinery.rundir", "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.web")
 ALIASES = ("checkpoint",)   # the public contract's `minillm.checkpoint`, a re-export of machinery.checkpoint

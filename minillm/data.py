@@ -63,6 +63,14 @@ def clean_text(text: str) -> str:
     return normalize_whitespace(fix_dotted_i(unicodedata.normalize("NFC", text)))
 
 
+def printable(text: str) -> str:
+    """`text` with any lone surrogate written as a \\udxxx escape, so that print() cannot fail on it.
+
+    subtle: JSON may hold "\\ud800" alone (half of a UTF-16 pair); Python reads it into a str that every
+    step here handles, but writing it to a UTF-8 terminal raises UnicodeEncodeError."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def clean_pairs(pairs) -> tuple[list[tuple[str, str]], CleaningReport]:
     """Clean every string, drop empty and exactly duplicated pairs; count what each step did.
 
@@ -110,7 +118,8 @@ def split_fraction(question: str, salt: str = "minillm-split-1") -> float:
     subtle: Python's hash() of a str is salted per process (PYTHONHASHSEED), so it would move questions
     between splits from one run to the next; hashlib is the same everywhere, forever.
     """
-    digest = hashlib.sha256((salt + "\x00" + split_key(question)).encode("utf-8")).digest()
+    # surrogatepass: a lone surrogate (possible in a Python str read from broken JSON) still hashes
+    digest = hashlib.sha256((salt + "\x00" + split_key(question)).encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -55,3 +55,15 @@ def atomic_write(path, write: Callable, binary: bool = True, check: Callable | N
 def atomic_write_text(path, text: str) -> None:
     """atomic_write for a str, encoded as UTF-8."""
     atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def remove_temporaries(directory) -> list[str]:
+    """Delete the temporary files atomic_write leaves when the process is killed mid-write (".name.XXXX.tmp");
+    returns their names. Call it only where no other process is writing (a locked run directory)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return sorted(p.name for p in stale)

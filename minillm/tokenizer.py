@@ -233,7 +233,11 @@ class BPETokenizer:
 
     # ------------------------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
-        """Write a human-readable, versioned text file, atomically (minillm/files.py: temporary file, then rename).
+        """Write `to_text()` to a file, atomically (minillm/files.py: temporary file, then rename)."""
+        atomic_write_text(path, self.to_text())
+
+    def to_text(self) -> str:
+        """The file format: a human-readable, versioned text.
 
         Layout: "minillm-bpe 1", the pattern as a JSON string, the merge count, one merge per line
         ("left right" ids, with the new token's text as a comment), and "end" so a truncated file is detected.
@@ -244,7 +248,7 @@ class BPETokenizer:
             text = json.dumps(self.id_to_token_str(FIRST_MERGE_ID + i))
             lines.append(f"{left} {right}  # {FIRST_MERGE_ID + i} = {text}")
         lines.append("end")
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
@@ -252,11 +256,17 @@ class BPETokenizer:
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:
-                lines = f.read().split("\n")
+                text = f.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"tokenizer file {path!r} does not exist") from None
         except UnicodeDecodeError as e:
             raise ValueError(f"tokenizer file {path!r} is not UTF-8 text ({e})") from None
+        return cls.from_text(text, path)
+
+    @classmethod
+    def from_text(cls, text: str, path: str = "<text>") -> "BPETokenizer":
+        """Parse the contents of a tokenizer file (`path` only names it in error messages)."""
+        lines = text.split("\n")
 
         def fail(line_no: int, problem: str):
             raise ValueError(f"tokenizer file {path!r}, line {line_no}: {problem}")
@@ -273,6 +283,11 @@ class BPETokenizer:
             fail(2, f"the pattern is not a valid JSON-encoded regular expression ({e})")
         if not isinstance(pattern, str):
             fail(2, "the pattern must be a JSON string")
+        if pattern != PATTERN:
+            # subtle: the pattern is code in disguise: "" splits nothing and loses text, "(a+)+$" backtracks for
+            # ever on a long "aaa…b". Only the pattern this code was written and tested with is accepted.
+            fail(2, "the pattern is not minillm's pre-tokenisation pattern (tokenizer.PATTERN); the file was "
+                    "edited or written by another tokenizer")
         m = re.fullmatch(r"merges (\d+)", lines[2])
         if not m:
             fail(3, f"expected 'merges <count>', found {lines[2][:60]!r}")

@@ -21,11 +21,12 @@ import torch
 import torch.distributed as dist
 
 from minillm.batching import TokenBatchSampler, collate
-from minillm.data import MAX_SRC_LEN
+from minillm.data import MAX_SRC_LEN, printable
 from minillm.evaluation import answer_chars, answers_record, teacher_forced_record
 from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
 from minillm.optim import EMA, Schedule, make_optimizer, torch_schedule
+from minillm.tokenizer import FIRST_MERGE_ID
 from minillm.transformer import MODEL_PRESETS
 
 
@@ -88,20 +89,37 @@ class TrainConfig:
     keep_last: int = 2                 # training-state files kept (the best model is model.pt)
 
     def __post_init__(self):
+        """Refuse a value that cannot work, naming the field, its flag and what it accepts."""
+        def need(name: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {getattr(self, name)!r}")
+
+        def number(name: str) -> float:   # a real number; a NaN or an infinity is refused
+            value = getattr(self, name)
+            need(name, isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 "a finite number")
+            return value
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            need(name, getattr(self, name) in allowed, f"one of {allowed}")
         for name in ("max_steps", "batch_tokens", "grad_accum", "eval_every", "log_every", "save_every",
-                     "keep_last", "max_bad_steps", "vocab_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.warmup_steps >= self.max_steps:
-            raise ValueError(f"TrainConfig.warmup_steps ({self.warmup_steps}) must be below max_steps "
-                             f"({self.max_steps})")
+                     "keep_last", "max_bad_steps"):
+            need(name, getattr(self, name) >= 1, ">= 1")
+        need("vocab_size", self.vocab_size >= FIRST_MERGE_ID, f">= {FIRST_MERGE_ID} (256 bytes + "
+             f"{FIRST_MERGE_ID - 256} special tokens, before any merge)")
+        need("max_src_len", self.max_src_len >= 2, ">= 2 (a token and <eos>)")
+        need("max_tgt_len", self.max_tgt_len >= 2, ">= 2 (<bos> and a token)")
+        # above 1 AdamW moves every weight by ~lr per step: the run diverges at once
+        need("lr", 0 < number("lr") <= 1, "in (0, 1]")
+        need("min_lr", 0 <= number("min_lr") <= self.lr, f"in [0, lr = {self.lr}]")
+        for name in ("beta1", "beta2", "label_smoothing", "ema_decay", "val_fraction"):
+            need(name, 0 <= number(name) < 1, "in [0, 1)")
+        if self.dropout is not None:
+            need("dropout", 0 <= number("dropout") < 1, "in [0, 1)")
+        need("threads", self.threads >= 0, ">= 0 (0 = PyTorch's default)")
+        for name in ("weight_decay", "grad_clip", "time_budget"):
+            need(name, number(name) >= 0, ">= 0")
+        need("warmup_steps", 0 <= self.warmup_steps < self.max_steps,
+             f"in [0, max_steps = {self.max_steps}) (the warmup must end before the run does)")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -138,7 +156,7 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.device = device or torch.device("cpu")
         self.precision, self.rank, self.world = precision, rank, world_size
-        self.train_model = train_model or model
+        self.train_model = model if train_model is None else train_model   # subtle: `or` would call len()
         self.log = log
         self.val_chars = answer_chars(val_set.items, tokenizer) if val_set else 0
         self.sampler = TokenBatchSampler(train_set.lengths, cfg.batch_tokens, seed=cfg.seed, rank=rank,
@@ -274,9 +292,28 @@ class Trainer:
                 hyps = [self.tokenizer.decode(ids) for ids, _ in results]
                 record.update(answers_record(hyps, [a for _, a in self.val_set.pairs[:n]]))
                 for (q, a), h in list(zip(self.val_set.pairs, hyps))[:cfg.print_samples]:
-                    self.log(f"  Q: {q}\n  reference: {a}\n  model:     {h}")
+                    self.log(printable(f"  Q: {q}\n  reference: {a}\n  model:     {h}"))
         self.model.train()
         return record
+
+    @torch.no_grad()
+    def weights_are_sound(self) -> str | None:
+        """None when the weights can be saved as a good state; else what is wrong with them. Finite is not
+        enough (a blown-up step can leave weights of 1e29 that are finite): the weights must also give a
+        finite loss on a fixed batch of training pairs (eval mode: no dropout, no random number drawn)."""
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            return f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]})"
+        was_training = self.model.training
+        self.model.eval()
+        items = self.train_set.items[:8]
+        batch = {k: v.to(self.device) for k, v in collate(items, self.tokenizer.pad_id).items()}
+        with self.autocast():
+            logits = self.model(batch["src_ids"], batch["tgt_in_ids"])                 # (B, T, V)
+        loss_sum, n = masked_cross_entropy(logits, batch["tgt_out_ids"], self.tokenizer.pad_id)
+        self.model.train(was_training)
+        loss = float(loss_sum / n)
+        return None if math.isfinite(loss) else f"they give a non-finite loss ({loss}) on training pairs"
 
     # ------------------------------------------------------------------ state, for checkpoints
     def state_dict(self) -> dict:

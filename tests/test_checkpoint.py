@@ -162,7 +162,7 @@ def test_load_train_state_uses_ema_weights(tmp_path, tok, tiny):
     ema.update(model)
     ck.save_tokenizer(tok, tmp_path)
     ck.save_state(tmp_path, {"step": 3, "model_config": model.cfg.__dict__.copy(), "model": ck.model_state(model),
-                             "ema": ema.state_dict(), "tokenizer": ""}, keep_last=1)
+                             "ema": ema.state_dict(), "tokenizer": tok.to_text()}, keep_last=1)
     loaded, _ = ck.load(tmp_path)                    # no model.pt: the newest training state is used
     torch.testing.assert_close(loaded.embed.weight, ema.shadow["embed.weight"])
     assert not torch.equal(loaded.embed.weight, model.embed.weight)

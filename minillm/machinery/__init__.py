@@ -1,5 +1,6 @@
 """The machinery: what makes minillm a tool rather than a lesson. A learner may skip all of it.
 
-device (CPU/CUDA, precision, several processes, peak FLOP/s) -> checkpoint (safe files on disk) -> runlog
-(log.jsonl) -> datafiles (JSON/JSONL/CSV pairs) -> run (a training run: set-up, resume, the loop) -> baselines -> download -> api -> web.
+cli (one-line errors) -> device (CPU/CUDA, precision, several processes, peak FLOP/s) -> checkpoint (safe files on disk) -> runlog
+(log.jsonl) -> datafiles (JSON/JSONL/CSV pairs) -> rundir
+(lock, no leftovers) -> run (a training run: set-up, resume, the loop) -> baselines -> download -> api -> web.
 """

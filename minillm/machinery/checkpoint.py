@@ -27,7 +27,7 @@ import hashlib
 import pickle
 import random
 import re
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -217,32 +217,61 @@ def save_state(directory, state: dict, keep_last: int) -> Path:
     return path
 
 
+def finite_weights(state: dict) -> bool:
+    """True when every floating-point tensor of a state's weights is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in state.get("model", {}).values() if t.is_floating_point())
+
+
 def latest_state(directory, map_location="cpu", log=print) -> dict | None:
-    """The newest training state that reads and verifies; a damaged newer file is reported and skipped, so a
-    crash or a bad disk costs the steps since the previous checkpoint, not the run."""
+    """The newest training state that reads, verifies and holds finite weights; a damaged newer file is reported
+    and skipped, so a crash or a bad disk costs the steps since the previous checkpoint, not the run.
+    None when there is no state file; CheckpointError naming every file and its fault when none is usable."""
+    faults = []
     for path in reversed(state_files(directory)):
         try:
             state = read(path, map_location)
         except CheckpointError as e:
+            faults.append(str(e))
             log(f"warning: {e}; falling back to the previous checkpoint")
+            continue
+        if not finite_weights(state):
+            faults.append(f"{path}: its weights are not finite (a diverged step was saved)")
+            log(f"warning: {faults[-1]}; falling back to the previous checkpoint")
             continue
         state["path"] = str(path)
         return state
+    if faults:
+        raise CheckpointError(f"no usable state-*.pt in {directory}: " + "; ".join(faults))
     return None
 
 
-def load_tokenizer(directory, ckpt: dict) -> BPETokenizer:
-    """The tokenizer of a checkpoint: tokenizer.bpe in `directory`, or the copy embedded in `ckpt`."""
+def load_tokenizer(directory, ckpt: dict, log=print) -> BPETokenizer:
+    """The tokenizer a checkpoint was trained with. The copy inside the checkpoint file is covered by its SHA-256
+    and decides: tokenizer.bpe beside it is used when it holds the same text; a damaged or missing file is
+    reported and the saved copy used; a readable file with OTHER merges is an error (every id would change)."""
     path = Path(directory) / TOKENIZER_FILE
+    saved = ckpt["tokenizer"]
+    source = ckpt.get("path", "the checkpoint")
     if path.is_file():
-        return BPETokenizer.load(path)
-    # the tokenizer file went missing: use the copy embedded in the checkpoint
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / TOKENIZER_FILE).write_text(ckpt["tokenizer"], encoding="utf-8")
-        return BPETokenizer.load(Path(tmp) / TOKENIZER_FILE)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            text, problem = None, f"unreadable ({e})"
+        if text == saved:
+            return BPETokenizer.from_text(saved, str(path))
+        if text is not None:
+            try:
+                BPETokenizer.from_text(text, str(path))
+            except ValueError as e:
+                problem = f"damaged ({e})"
+            else:
+                raise CheckpointError(f"{path} differs from the tokenizer saved in {source} (edited after training?): "
+                                      f"the model's ids follow the saved one; restore the file or delete it")
+        log(f"warning: {path} is {problem}; using the copy saved in {source}")
+    return BPETokenizer.from_text(saved, f"{source} (embedded tokenizer)")
 
 
-def load(directory, device="cpu") -> tuple[Seq2Seq, BPETokenizer]:
+def load(directory, device="cpu", log=None) -> tuple[Seq2Seq, BPETokenizer]:
     """(model, tokenizer) ready for generation: the EMA weights where trained with EMA, in eval mode.
 
     `directory` is a checkpoint directory (model.pt is read; without one, the newest training state) or the
@@ -259,10 +288,13 @@ def load(directory, device="cpu") -> tuple[Seq2Seq, BPETokenizer]:
         raise FileNotFoundError(f"{target}: no {MODEL_FILE} or state-*.pt checkpoint found "
                                 f"(expected a directory written by train.py or save_model)")
     ckpt = read(path)
+    ckpt["path"] = str(path)
     model = Seq2Seq(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     if ckpt["kind"] == "train-state" and ckpt.get("ema") is not None:
         ema = EMA(model)                       # a training state holds the raw weights and, apart, the EMA's
         ema.load_state_dict(ckpt["ema"])
         ema.copy_to(model)
-    return model.to(device).eval(), load_tokenizer(directory, ckpt)
+    # warnings go to stderr by default: generate.py prints its answers on stdout
+    log = log or (lambda message: print(message, file=sys.stderr))
+    return model.to(device).eval(), load_tokenizer(directory, ckpt, log)

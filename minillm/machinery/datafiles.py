@@ -50,6 +50,17 @@ def _pair_from(path, where, record, keys):
     return out[0], out[1]
 
 
+def _json(text: str, place: str, expected: str):
+    """json.loads; every way it can fail becomes a DataFormatError. `place` may use {line} and {column}."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        problem = f"{place.format(line=e.lineno, column=e.colno)} ({e.msg})"
+    except (ValueError, RecursionError) as e:   # a 5,000-digit number; lists nested 100,000 deep
+        problem = f"{place.format(line='?', column='?')} ({type(e).__name__}: {str(e)[:80]})"
+    raise DataFormatError(f"{problem}; expected {expected}")
+
+
 def load_pairs(path, question_key: str | None = None, answer_key: str | None = None,
                fmt: str | None = None) -> list[tuple[str, str]]:
     """Read (question, answer) pairs from a JSON list, a JSONL file or a CSV file with a header row.
@@ -59,6 +70,8 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
     missing file and DataFormatError naming the file, the record or line, and what was expected.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataFormatError(f"{path}: a directory; expected a .json, .jsonl or .csv file of question/answer pairs")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such data file (expected a .json, .jsonl or .csv file of "
                                 f"question/answer pairs)")
@@ -73,11 +86,8 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
 
     pairs, keys = [], None
     if fmt == "json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
-                                  f"expected a JSON list of objects (use .jsonl for one object per line)") from None
+        records = _json(text, f"{path}: invalid JSON at line {{line}}, column {{column}}",
+                        "a JSON list of objects (use .jsonl for one object per line)")
         if not isinstance(records, list):
             raise DataFormatError(f"{path}: top level is a {type(records).__name__}; expected a JSON list")
         for i, rec in enumerate(records):
@@ -90,11 +100,7 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
             if not line.strip():
                 continue
             where = f"line {line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path}: {where}, column {e.colno}: invalid JSON ({e.msg}); expected "
-                                      f"one JSON object per line") from None
+            rec = _json(line, f"{path}: {where}, column {{column}}: invalid JSON", "one JSON object per line")
             if keys is None and isinstance(rec, dict):
                 keys = _pick_keys(path, where, rec, question_key, answer_key)
             pairs.append(_pair_from(path, where, rec, keys or (question_key or "Soru", answer_key or "Cevap")))

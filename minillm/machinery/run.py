@@ -27,39 +27,26 @@ from minillm.machinery import checkpoint as ckpt
 from minillm.machinery import runlog
 from minillm.machinery.datafiles import load_pairs
 from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
+from minillm.machinery.rundir import RunDirectory
 
 
 class TrainingAborted(RuntimeError):
     """Too many non-finite steps in a row; the last good state has been saved."""
 
 
-def _open_run_dir(out: Path, resume: bool, log) -> dict | None:
-    """The saved state to resume from (None for a fresh run); refuses to overwrite an existing run."""
-    if resume:
-        state = ckpt.latest_state(out, map_location="cpu", log=log)
-        if state is None:
-            raise FileNotFoundError(f"--resume: no readable state-*.pt checkpoint in {out}")
-        log(f"resuming from {state['path']} (step {state['step']})")
-        return state
-    if ckpt.state_files(out):
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    return None
-
-
 def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
-    """Build everything a run needs, in order, and return it ready to fit()."""
+    """Build everything a run needs, in order, and return it ready to fit(). Everything that can be checked
+    without writing is checked first; a fresh run that still fails removes what it wrote."""
     # --- processes and device
     rank, world, local_rank = setup_distributed()
-    log = log if rank == 0 else (lambda *a, **k: None)
+    log = (lambda *a, **k: None) if rank != 0 else log
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     precision = resolve_precision(cfg.precision, device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)   # subtle: oversubscribed cores make OpenMP threads wait on each other
-    # --- run directory
-    out = Path(cfg.out)
-    state = _open_run_dir(out, resume, log)
+    run_dir = RunDirectory(cfg.out, resume)  # refuses to overwrite a run; nothing written yet
     # --- data: load, clean, split by a hash of the question (the same split on every rank)
     pairs, report = clean_pairs(load_pairs(cfg.data))
     splits = split_pairs(pairs, cfg.val_fraction, 0.0)
@@ -72,12 +59,33 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
         # Documented fallback for a tiny file: train anyway, but say that nothing will be evaluated.
         log(f"warning: {cfg.data}: no validation pairs ({report.pairs_out} pairs, --val-fraction "
             f"{cfg.val_fraction}); training without evaluation, model.pt will hold the final weights")
-    out.mkdir(parents=True, exist_ok=True)
-    if state is None and rank == 0:
-        (out / runlog.LOG_FILE).unlink(missing_ok=True)   # a fresh run starts a fresh log
+    sizes = {k: v for k, v in dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers,
+                                   n_decoder_layers=cfg.n_layers, d_ff=cfg.d_ff, dropout=cfg.dropout).items()
+             if v is not None}
+    try:                                         # the sizes are checked before anything is written
+        ModelConfig.preset(cfg.model, vocab_size=cfg.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
+                           max_src_len=cfg.max_src_len, **sizes)
+    except ValueError as e:
+        raise ValueError(f"the model sizes (--config {cfg.model}, --d-model, --n-heads, --n-layers, --d-ff, "
+                         f"--dropout) do not fit: {e}") from None
+    # --- the run directory: created and locked; from here a failing fresh run removes what it wrote
+    if rank == 0:
+        run_dir.acquire(log)
+    try:
+        return _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision)
+    except BaseException:
+        run_dir.discard() if not resume else run_dir.release()
+        raise
+
+
+def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision) -> "Run":
+    out = run_dir.path
+    state = ckpt.latest_state(out, map_location="cpu", log=log) if resume else None
+    if state is not None:
+        log(f"resuming from {state['path']} (step {state['step']})")
     # --- tokenizer: trained on the training split only, so validation text never shapes the vocabulary
     if state is not None:
-        tokenizer = ckpt.load_tokenizer(out, state)
+        tokenizer = ckpt.load_tokenizer(out, state, log)
     else:
         if rank == 0:
             t0 = time.perf_counter()
@@ -90,13 +98,16 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
     # --- datasets
     train_set = Seq2SeqDataset(splits["train"], tokenizer, cfg.max_src_len, cfg.max_tgt_len)
     val_set = Seq2SeqDataset(splits["val"], tokenizer, cfg.max_src_len, cfg.max_tgt_len) if splits["val"] else None
+    longest = max(s + t for s, t in train_set.lengths)
+    if cfg.batch_tokens < longest:
+        raise ValueError(f"--batch-tokens {cfg.batch_tokens} is below the longest training pair ({longest} tokens "
+                         f"after the cuts at --max-src-len {cfg.max_src_len} and --max-tgt-len {cfg.max_tgt_len}); "
+                         f"raise it or lower those")
     # --- model: identical initial weights on every rank (DDP also broadcasts rank 0's)
     torch.manual_seed(cfg.seed)
-    sizes = dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers,
-                 n_decoder_layers=cfg.n_layers, d_ff=cfg.d_ff, dropout=cfg.dropout)
     model_cfg = (ModelConfig(**state["model_config"]) if state else ModelConfig.preset(
         cfg.model, vocab_size=tokenizer.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
-        max_src_len=cfg.max_src_len, **{k: v for k, v in sizes.items() if v is not None}))
+        max_src_len=cfg.max_src_len, **sizes))
     model = Seq2Seq(model_cfg).to(device)
     torch.manual_seed(cfg.seed + rank)            # dropout masks differ between ranks
     train_model = torch.compile(model) if cfg.compile else model
@@ -106,7 +117,7 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
     # --- the trainer: optimiser, schedule, loss scaler, EMA, batch stream
     trainer = Trainer(cfg, model, tokenizer, train_set, val_set, device=device, precision=precision, rank=rank,
                       world_size=world, train_model=train_model, log=log)
-    run = Run(cfg, trainer, out, log)
+    run = Run(cfg, trainer, run_dir, log)
     if state is not None:
         run.load_state_dict(state)
     else:
@@ -124,8 +135,9 @@ class Run:
     """What a run keeps besides the learning state: its directory, clock, best evaluation and log."""
     CALIBRATE_FROM, CALIBRATE_AT = 5, 15   # steps 6..15 are timed (the first ones pay for warm-up)
 
-    def __init__(self, cfg: TrainConfig, trainer: Trainer, out: Path, log=print):
-        self.cfg, self.trainer, self.out, self.log = cfg, trainer, Path(out), log
+    def __init__(self, cfg: TrainConfig, trainer: Trainer, run_dir: RunDirectory, log=print):
+        self.cfg, self.trainer, self.run_dir, self.out, self.log = cfg, trainer, run_dir, run_dir.path, log
+        self.tokenizer_text = trainer.tokenizer.to_text()   # what every state embeds (never the file's bytes)
         self.is_main = trainer.rank == 0
         self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see _fit_schedule_to_budget)
         self.elapsed, self.best_val = 0.0, float("inf")
@@ -138,7 +150,7 @@ class Run:
         t = self.trainer
         return {**t.state_dict(), "max_steps": self.max_steps, "model_config": dataclasses.asdict(t.model.cfg),
                 "train_config": dataclasses.asdict(self.cfg), "model": ckpt.model_state(t.model),
-                "rng": ckpt.rng_state(), "tokenizer": (self.out / ckpt.TOKENIZER_FILE).read_text(encoding="utf-8"),
+                "rng": ckpt.rng_state(), "tokenizer": self.tokenizer_text,
                 "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by()}
 
     def load_state_dict(self, s: dict) -> None:
@@ -162,14 +174,27 @@ class Run:
             # data order and the weights, not in every dropout mask).
             torch.manual_seed(self.cfg.seed + t.rank + 1000 * t.step)
         if self.is_main:   # drop log records past the resumed step (the killed run got further than its state)
-            runlog.truncate_after(self.out / runlog.LOG_FILE, t.step)
+            dropped = runlog.truncate_after(self.out / runlog.LOG_FILE, t.step)
+            if dropped:
+                self.log(f"warning: {runlog.LOG_FILE}: dropped {len(dropped)} line(s) that were not records: "
+                         + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write state-<step>.pt, unless the weights are not sound (then no good state is replaced). True if written."""
+        fault = self.trainer.weights_are_sound()
         if self.is_main:
-            path = ckpt.save_state(self.out, self.state_dict(), self.cfg.keep_last)
-            self.log(f"saved {path}")
+            if fault is None:
+                path = ckpt.save_state(self.out, self.state_dict(), self.cfg.keep_last)
+                self.log(f"saved {path}")
+            else:
+                self.log(f"warning: not saving step {self.trainer.step}: {fault}; the saved states are kept")
         if self.trainer.world > 1:
             dist.barrier()
+        return fault is None
+
+    def close(self) -> None:
+        """Release the run directory's lock (the process ending does it too)."""
+        self.run_dir.release()
 
     def best_by(self) -> str:
         return "chrf" if self.cfg.select_by == "chrf" and self.cfg.eval_generate > 0 else "nll"
@@ -184,7 +209,7 @@ class Run:
         return record["nll"]
 
     def save_best(self, record: dict) -> None:
-        if self.is_main:
+        if self.is_main and self.trainer.weights_are_sound() is None:
             t = self.trainer
             ckpt.save_model(self.out, t.model, t.tokenizer, ema=t.ema, step=t.step, val_loss=record.get("nll"),
                             chrf=record.get("chrf"), train_config=dataclasses.asdict(self.cfg))
@@ -247,7 +272,14 @@ class Run:
         return record
 
     def fit(self) -> dict | None:
-        """Train to max_steps (or the time budget), evaluating, checkpointing and logging on the way."""
+        """Train to max_steps (or the time budget), evaluating, checkpointing and logging on the way; the run
+        directory's lock is released at the end, also on an error."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict | None:
         cfg, t, last_eval = self.cfg, self.trainer, None
         start = time.perf_counter() - self.elapsed
         while t.step < self.max_steps:
@@ -260,11 +292,17 @@ class Run:
                          f"({rec['bad_in_a_row']} in a row, {rec['skipped']} in total)")
                 self.write_log(rec)
                 if t.bad_in_a_row >= cfg.max_bad_steps:
-                    self.save()   # the weights are still those of the last good step
+                    # the weights are those of the last applied step: saved only if they are sound
+                    saved = self.save()
+                    newest = ckpt.state_files(self.out)
+                    where = (f"The last good state (step {t.step}) is saved in {self.out}" if saved else
+                             f"The weights after step {t.step} are broken and were not saved; the newest good state "
+                             f"is {newest[-1]}" if newest else
+                             f"The weights after step {t.step} are broken and no good state was saved")
                     raise TrainingAborted(
                         f"{t.bad_in_a_row} non-finite steps in a row after step {t.step}: training stopped. "
-                        f"The last good state (step {t.step}) is saved in {self.out}. Lower --lr, keep "
-                        f"--grad-clip on, use --precision bf16 rather than fp16, or check the data.")
+                        f"{where}. Lower --lr, keep --grad-clip on, use --precision bf16 rather than fp16, or "
+                        f"check the data.")
                 continue
             self._progress(rec, time.perf_counter() - t0)
             out_of_time = cfg.time_budget > 0 and self.elapsed >= cfg.time_budget * 60
@@ -293,14 +331,3 @@ class Run:
         self.log(f"checkpoint: {self.out.resolve()} (model.pt = {chosen}"
                  f"{', EMA weights' if t.ema is not None else ''}; load with minillm.checkpoint.load)")
         return last_eval
-
-
-def resume_config(out, overrides: dict) -> TrainConfig:
-    """The TrainConfig saved in the newest readable state of run directory `out`, with `overrides` (the flags
-    given on the command line, e.g. a larger --max-steps) on top. Fields this code no longer has are dropped."""
-    state = ckpt.latest_state(out, log=lambda *a: None)
-    if state is None:
-        raise FileNotFoundError(f"--resume: no readable state-*.pt checkpoint in {out}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = {k: v for k, v in state["train_config"].items() if k in known}
-    return TrainConfig(**{**saved, **overrides})

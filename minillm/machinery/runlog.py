@@ -30,21 +30,30 @@ def append(path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _lines(path) -> list[tuple[str, dict | None]]:
-    """(line, record or None) for every non-blank line; None where the line is not a record."""
+def _lines(path) -> list[tuple[str, dict | None, str]]:
+    """(line, record or None, why not a record) for every non-blank line, in file order; why starts with
+    the line's number in the file."""
     out = []
-    for raw in Path(path).read_bytes().split(b"\n"):
+    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
             line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            out.append((raw.decode("utf-8", "replace"), None, f"line {number}: not UTF-8"))
+            continue
+        try:
             record = json.loads(line, parse_constant=lambda name: None)
-        except ValueError:    # bad UTF-8 or bad JSON (both are ValueErrors): e.g. a line cut by a kill
-            out.append((raw.decode("utf-8", "replace"), None))
+        except (ValueError, RecursionError):   # e.g. a line cut by a kill
+            out.append((line, None, f"line {number}: not JSON (cut by a kill?)"))
             continue
         step = record.get("step") if isinstance(record, dict) else None
-        ok = isinstance(step, (int, float)) and not isinstance(step, bool)
-        out.append((line, record if ok else None))
+        if not isinstance(record, dict):
+            out.append((line, None, f"line {number}: a JSON {type(record).__name__}, not an object"))
+        elif isinstance(step, bool) or not isinstance(step, (int, float)):
+            out.append((line, None, f"line {number}: no numeric \"step\" (got {step!r:.20})"))
+        else:
+            out.append((line, record, ""))
     return out
 
 
@@ -53,18 +62,18 @@ def read(path) -> tuple[list[dict], int]:
     if not Path(path).is_file():
         return [], 0
     lines = _lines(path)
-    records = [r for _, r in lines if r is not None]
+    records = [r for _, r, _ in lines if r is not None]
     return records, len(lines) - len(records)
 
 
-def truncate_after(path, step: int) -> int:
-    """Drop every record past `step` (and every line that is not a record), rewriting the file atomically.
+def truncate_after(path, step: int) -> list[str]:
+    """Drop every record past `step`, and every line that is not a record, rewriting the file atomically.
 
-    A run killed after its last checkpoint logged steps that the resumed run will do again. Returns the
-    number of lines dropped."""
+    A run killed after its last checkpoint logged steps that the resumed run will do again. Returns one
+    description per line that was not a record ("line 7: not JSON (cut by a kill?)"), for a warning."""
     if not Path(path).is_file():
-        return 0
+        return []
     lines = _lines(path)
-    kept = [line for line, r in lines if r is not None and r["step"] <= step]
+    kept = [line for line, r, _ in lines if r is not None and r["step"] <= step]
     atomic_write_text(path, "".join(k + "\n" for k in kept))
-    return len(lines) - len(kept)
+    return [why for _, r, why in lines if r is None]

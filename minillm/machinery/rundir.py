@@ -1,0 +1,116 @@
+"""A run directory: never overwrite a run, one training process at a time, no leftovers.
+
+    run_dir = RunDirectory(out, resume)     # read-only checks: --out is not a file, a fresh run finds no run
+    run_dir.acquire(log)                    # create it, lock it, delete temporaries a killed write left behind
+    ...                                     # a fresh run that fails now calls run_dir.discard()
+    run_dir.release()
+    cfg = resume_config(out, flags)          # --resume: the saved configuration, with the flags that may change
+
+The lock is an advisory lock (fcntl.flock) on <out>/.lock held while the run lives: the kernel drops it when the
+process ends, even by kill -9, so a crash never leaves a stale lock. Where fcntl does not exist (Windows) the
+run says so and goes on unlocked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from minillm.files import remove_temporaries
+from minillm.machinery import checkpoint as ckpt
+from minillm.machinery import runlog
+from minillm.training import TrainConfig
+
+try:
+    import fcntl
+except ImportError:        # Windows
+    fcntl = None
+
+LOCK_FILE = ".lock"
+
+
+class RunDirectory:
+    def __init__(self, out, resume: bool):
+        self.path, self.resume = Path(out), resume
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"--out {self.path} is a file; expected a directory for the run")
+        if resume and not ckpt.state_files(self.path):
+            raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {self.path}")
+        if not resume and ckpt.state_files(self.path):
+            raise FileExistsError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
+                                  f"another --out")
+        self.created = not self.path.exists()       # a fresh run removes what it made if it fails to start
+        self._existing = set() if self.created else {p.name for p in self.path.iterdir()}
+        self._fd = None
+
+    def acquire(self, log=print) -> None:
+        """Create the directory, take its lock, and remove temporaries of a killed write."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if fcntl is None:
+                log("warning: no file locking on this system: do not start two runs on one --out")
+            else:
+                self._lock()
+        except PermissionError as e:
+            raise PermissionError(f"--out {self.path}: cannot write there ({e.strerror})") from None
+        removed = remove_temporaries(self.path)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(removed)}")
+        if not self.resume:
+            (self.path / runlog.LOG_FILE).unlink(missing_ok=True)   # a fresh run starts a fresh log
+
+    def _lock(self) -> None:
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise FileExistsError(f"--out {self.path} is in use by another training process (pid {holder}); "
+                                  f"wait for it to end or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)                      # closing the descriptor drops the lock
+            self._fd = None
+
+    def discard(self) -> None:
+        """A fresh run failed before its first step: remove what it wrote, and the directory if it made it."""
+        self.release()
+        if self.resume or not self.path.is_dir():
+            return
+        for p in self.path.iterdir():
+            if p.name not in self._existing and p.is_file():
+                p.unlink(missing_ok=True)
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+# What may change when a run is resumed: its length, its evaluation and logging, where and how it runs.
+# Everything else (data, sizes, optimiser, seed) shaped the saved state and is refused by name.
+RESUMABLE = ("max_steps", "time_budget", "eval_every", "eval_generate", "eval_max_new_tokens", "print_samples",
+             "log_every", "save_every", "keep_last", "select_by", "threads", "max_bad_steps", "device", "precision",
+             "compile", "out")
+
+
+def resume_config(out, overrides: dict, log=print) -> TrainConfig:
+    """The TrainConfig saved in the newest usable state of run directory `out`, with `overrides` (the flags
+    given on the command line) on top: those in RESUMABLE are applied and said; any other that differs from
+    the saved value is a ValueError naming it. Fields this code no longer has are dropped."""
+    state = ckpt.latest_state(out, log=lambda *a: None)
+    if state is None:
+        raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {out}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in state["train_config"].items() if k in known}
+    refused = [k for k, v in overrides.items() if k not in RESUMABLE and saved.get(k) != v]
+    if refused:
+        raise ValueError("--resume continues the saved run, whose " + ", ".join(
+            f"--{k.replace('_', '-')} is {saved.get(k)!r}" for k in refused) + "; drop those flags, or start a "
+            "new run with another --out")
+    for k, v in overrides.items():
+        if saved.get(k) != v:
+            log(f"resume: --{k.replace('_', '-')} {saved.get(k)!r} -> {v!r}")
+    return TrainConfig(**{**saved, **overrides})
