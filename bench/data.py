@@ -1,14 +1,14 @@
 """Show the data pipeline on the real test split: cleaning, split, token lengths, truncation, padding, a baseline.
 
 On ../shared/data/turkish-law-chatbot/test.json (skipped with a message if absent), with the split the trainer
-uses (TrainConfig: val_fraction 0.1, test_fraction 0.0) and an 8k BPE tokenizer trained on the training split:
+uses (TrainConfig: val_fraction 0.1, no test share) and an 8k BPE tokenizer trained on the training split:
 
   - what each cleaning step changed, and the split sizes;
   - token-length percentiles (50/90/95/99/max) of questions and answers, special tokens excluded;
   - the fraction of pairs truncated at the default maximum lengths (data.MAX_SRC_LEN / MAX_TGT_LEN) and at
     the trainer's;
   - how much of a batch is real tokens: TokenBatchSampler (length-bucketed) against the same token budget with
-    items in random order, and against padding every pair to a fixed 128 + 128 (the seed project's way);
+    items in random order, and against padding every pair to a fixed 128 + 128 (the simplest way);
   - the nearest-neighbour baseline on the validation split (the answer of the training question with the
     highest token-id Jaccard overlap), and the most frequent training answer, scored with BLEU and chrF.
 

@@ -38,7 +38,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from minillm.batching import TokenBatchSampler, collate  # noqa: E402
+from minillm.batching import TokenBatchSampler, collate, pad  # noqa: E402
 from minillm.evaluation import answers_record, teacher_forced_record  # noqa: E402
 from minillm.losses import masked_cross_entropy  # noqa: E402
 from minillm.machinery import runlog  # noqa: E402
@@ -119,9 +119,7 @@ def bart_greedy(model, srcs: list[list[int]], tok, max_new_tokens: int, batch: i
     answers = []
     for start in range(0, len(srcs), batch):
         chunk = srcs[start:start + batch]
-        src = torch.full((len(chunk), max(map(len, chunk))), tok.pad_id, dtype=torch.long)    # (B, S)
-        for i, s in enumerate(chunk):
-            src[i, :len(s)] = torch.tensor(s)
+        src = pad(chunk, tok.pad_id)                                                          # (B, S)
         mask = src.ne(tok.pad_id)
         enc = model.get_encoder()(input_ids=src, attention_mask=mask)
         out = torch.full((len(chunk), 1), tok.bos_id, dtype=torch.long)                       # (B, 1)
@@ -144,9 +142,9 @@ def bart_greedy(model, srcs: list[list[int]], tok, max_new_tokens: int, batch: i
 
 
 def evaluate_peer(model, trainer, step: int, t_wall: float, t_cpu: float) -> dict:
-    pad, items = trainer.tokenizer.pad_id, trainer.val_set.items
+    pad_id, items = trainer.tokenizer.pad_id, trainer.val_set.items
     model.eval()
-    record = teacher_forced_record(bart_logits(model, pad), items, pad, trainer.cfg.batch_tokens, "cpu",
+    record = teacher_forced_record(bart_logits(model, pad_id), items, pad_id, trainer.cfg.batch_tokens, "cpu",
                                    trainer.val_chars)
     n = min(trainer.cfg.eval_generate, len(items))
     hyps = bart_greedy(model, [items[i][0] for i in range(n)], trainer.tokenizer, trainer.cfg.eval_max_new_tokens)
@@ -157,7 +155,7 @@ def evaluate_peer(model, trainer, step: int, t_wall: float, t_cpu: float) -> dic
 
 def train_peer(trainer, steps: int, eval_every: int, lr: float, warmup: int) -> list[dict]:
     from transformers import get_linear_schedule_with_warmup
-    cfg, pad = trainer.cfg, trainer.tokenizer.pad_id
+    cfg, pad_id = trainer.cfg, trainer.tokenizer.pad_id
     torch.manual_seed(cfg.seed)
     model = make_bart(trainer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -172,9 +170,9 @@ def train_peer(trainer, steps: int, eval_every: int, lr: float, warmup: int) -> 
         except StopIteration:
             it = iter(sampler)
             indices = next(it)
-        b = collate([trainer.train_set[i] for i in indices], pad)
-        logits = bart_logits(model, pad)(b["src_ids"], b["tgt_in_ids"])
-        loss_sum, n = masked_cross_entropy(logits, b["tgt_out_ids"], pad)
+        b = collate([trainer.train_set[i] for i in indices], pad_id)
+        logits = bart_logits(model, pad_id)(b["src_ids"], b["tgt_in_ids"])
+        loss_sum, n = masked_cross_entropy(logits, b["tgt_out_ids"], pad_id)
         (loss_sum / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

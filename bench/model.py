@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from minillm.layers import sinusoidal_table  # noqa: E402
+from minillm.machinery.device import DEVICES, resolve_device  # noqa: E402
 from minillm.model import ModelConfig, Seq2Seq  # noqa: E402
+from minillm.transformer import MODEL_PRESETS  # noqa: E402
 
 
 class TorchTransformerReference(nn.Module):
@@ -121,14 +123,14 @@ class Runner:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="small", choices=["small", "base"])
+    p.add_argument("--config", default="small", choices=sorted(MODEL_PRESETS))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--src-len", type=int, default=64)
     p.add_argument("--tgt-len", type=int, default=64)
     p.add_argument("--steps", type=int, default=2, help="timed steps per model per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; models are interleaved within each")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--models", default="fused,hand,reference")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0 = PyTorch's default). On a shared machine 1 thread gives steadier "
@@ -136,11 +138,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        p.error(str(err))
 
     cfg = ModelConfig.preset(args.config)
     B, S, T = args.batch, args.src_len, args.tgt_len

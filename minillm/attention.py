@@ -8,9 +8,11 @@ One mask convention for the whole package, stated here once:
 Masks broadcast to (..., T, S): T queries (rows) against S keys (columns). Converting at the boundaries:
 torch.nn.MultiheadAttention's `key_padding_mask` means the opposite (True = ignore), so pass it `~mask`.
 
-Shape symbols (used in every comment): B batch, S key length (the source in cross-attention), T query
-length (the target), C model width, H heads, D head width (C = H * D); L a length that is S or T (a
-projection or a cache serves both sides).
+Shape symbols (used in every comment): B batch, S source length, T target length, C model width, H heads,
+D head width (C = H * D). Queries are target positions (T); keys are the source in cross-attention (S) and the
+target in self-attention (T, or T_all = cached + new positions when decoding with a cache). L is a length
+that is S or T, in code that serves both (a projection, a cache). The functions below take any key length;
+their docstrings call it S, as torch's documentation does.
 """
 from __future__ import annotations
 
@@ -118,7 +120,8 @@ class KVCache:
 
     Decoder self-attention: starts empty and grows by the new positions at every step (`append`).
     Cross-attention: filled once from the encoder output (`MultiHeadAttention.kv_cache`) and only read.
-    k, v: (B, H, L, D) where L is the number of cached positions.
+    k, v: (B, H, L, D), L cached positions: S for cross-attention, T_all (all target positions so far) for
+    self-attention.
     """
 
     def __init__(self, k: Optional[Tensor] = None, v: Optional[Tensor] = None):
@@ -222,13 +225,13 @@ class MultiHeadAttention(nn.Module):
                 q = self.q_proj(x_q)
                 k, v = self._project(x_kv, self.k_proj, self.v_proj)
             q = self._split_heads(q)                                         # (B, H, T, D)
-            k = self._split_heads(k)                                         # (B, H, S, D) new keys
-            v = self._split_heads(v)                                         # (B, H, S, D) new values
+            k = self._split_heads(k)                                         # (B, H, L, D) new keys, L = S or T
+            v = self._split_heads(v)                                         # (B, H, L, D) new values
             if rotary is not None:
                 start = cache.length if cache is not None else 0            # absolute position of x_q[:, 0]
                 q, k = rotary(q, start), rotary(k, start)                    # Su et al. 2021, RoPE
             if cache is not None:
-                k, v = cache.append(k, v)                                    # (B, H, S, D), S = cached + T
+                k, v = cache.append(k, v)                                    # (B, H, T_all, D), cached + T
         if mask is not None:
             mask = mask.unsqueeze(-3)                                        # (B, T, S) -> (B, 1, T, S)
         dropout_p = self.dropout if self.training else 0.0

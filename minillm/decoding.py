@@ -109,17 +109,17 @@ SETTINGS: dict[str, Setting] = {
 
 @dataclass
 class GenerationConfig:
-    """How to decode. Every field is checked against SETTINGS when built: a bad value fails early, in one line."""
-    strategy: str = "greedy"           # "greedy" | "sample" | "beam"
-    max_new_tokens: int = 64           # answer tokens at most, not counting <bos>/<eos>
-    temperature: float = 1.0           # sample only: logits / temperature; < 1 sharper, > 1 flatter
-    top_k: int = 0                     # sample only: keep the k most likely tokens (0 = off)
-    top_p: float = 1.0                 # sample only: keep the smallest set with probability >= p (1.0 = off)
-    num_beams: int = 4                 # beam only: beam width K; 4 is the usual trade-off (Wu et al. 2016 used 3-4)
-    length_penalty: float = 1.0        # beam only: score = sum log p / length**alpha; 0 = raw sum (favours short)
-    repetition_penalty: float = 1.0    # every strategy: > 1 discourages tokens already in the answer (1.0 = off)
-    no_repeat_ngram_size: int = 0      # every strategy: forbid repeating any n-gram of this size (0 = off)
-    seed: int | None = None            # sample only: seed of the torch.Generator; None draws a fresh seed
+    """How to decode. Each field means and accepts what SETTINGS says; checked when built. Comments: the defaults."""
+    strategy: str = "greedy"           # deterministic, and the cheapest
+    max_new_tokens: int = 64           # most answers of the sample fit; a server caps it lower or higher
+    temperature: float = 1.0           # the model's own distribution
+    top_k: int = 0                     # off
+    top_p: float = 1.0                 # off
+    num_beams: int = 4                 # the usual trade-off of quality and cost (Wu et al. 2016 used 3-4)
+    length_penalty: float = 1.0        # Hugging Face's default: the mean log-probability per token
+    repetition_penalty: float = 1.0    # off
+    no_repeat_ngram_size: int = 0      # off
+    seed: int | None = None            # a fresh seed at every call
     use_cache: bool = True             # False: the slow reference path (full forward every step), for tests/bench
     ignore_eos: bool = False           # True: never stop at <eos>, always produce max_new_tokens (benchmarks)
 

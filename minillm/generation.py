@@ -60,12 +60,23 @@ def token_details(model, src: torch.Tensor, answers: list[list[int]], config: Ge
             for i, a in enumerate(answers)]
 
 
+def answer_length(model) -> int:
+    """The most answer tokens the model can write: the decoder reads <bos> + all but the last answer token,
+    max_new_tokens positions in all, and has cfg.max_len."""
+    return model.cfg.max_len
+
+
+def source_length(model) -> int:
+    """The source length the model was trained on: ``cfg.max_src_len``, or ``cfg.max_len`` for checkpoints
+    saved before max_src_len existed."""
+    return model.cfg.max_src_len or model.cfg.max_len
+
+
 @torch.inference_mode()
 def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig) -> list[tuple[list[int], bool]]:
     """Generate for already tokenised sources. Returns, per source, (answer ids without <bos>/<eos>, whether
     it ended at <eos>). The model must be in eval mode (``generate`` sees to that)."""
-    if config.max_new_tokens > model.cfg.max_len:
-        # The decoder reads <bos> + all but the last answer token: max_new_tokens positions in all.
+    if config.max_new_tokens > answer_length(model):
         raise ValueError(f"max_new_tokens = {config.max_new_tokens} needs more decoder positions than the model "
                          f"has (max_len = {model.cfg.max_len})")
     device = next(model.parameters()).device
@@ -73,12 +84,6 @@ def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig) -> lis
     if config.strategy == "beam":
         return [(h.ids, h.finished) for h in beam_search(model, src, config)]
     return greedy_or_sample(model, src, config, special_ids(model))
-
-
-def source_length(model) -> int:
-    """The source length the model was trained on: ``cfg.max_src_len``, or ``cfg.max_len`` for checkpoints
-    saved before max_src_len existed."""
-    return model.cfg.max_src_len or model.cfg.max_len
 
 
 @torch.inference_mode()

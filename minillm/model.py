@@ -195,9 +195,9 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"tgt_ids has batch {tgt_ids.size(0)} but the cache holds {cache.src_mask.size(0)} rows")
         start, T_new = cache.length, tgt_ids.size(1)
         x = self._embed(tgt_ids, start)                                 # (B, T_new, C) at positions start…
-        cache.tgt_mask = torch.cat([cache.tgt_mask, padding_mask(tgt_ids, self.cfg.pad_id)], dim=1)  # (B, S_t)
-        # subtle: bottom-right-aligned causal mask: the T_new queries are the last T_new of S_t keys.
-        self_mask = causal_padding_mask(cache.tgt_mask, T_new)          # (B, T_new, S_t)
+        cache.tgt_mask = torch.cat([cache.tgt_mask, padding_mask(tgt_ids, self.cfg.pad_id)], dim=1)  # (B, T_all)
+        # subtle: bottom-right-aligned causal mask: the T_new queries are the last T_new of T_all keys.
+        self_mask = causal_padding_mask(cache.tgt_mask, T_new)          # (B, T_new, T_all)
         h, cross = self.decoder(x, None, self_mask, cache.src_mask[:, None, :], self_kv=cache.self_kv,
                                 cross_kv=cache.cross_kv, rotary=self.rotary, need_weights=need_weights)
         logits = self._logits(h)                                        # (B, T_new, V)

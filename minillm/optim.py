@@ -1,6 +1,6 @@
 """Optimisation: AdamW with two parameter groups, a warmup-then-decay learning-rate schedule, and an EMA.
 
-Three small pieces the training loop (trainer.py) calls once per step, in this order:
+Three small pieces the training step (training.py: Trainer.train_step) calls once per step, in this order:
 optimizer.step() -> schedule.step() -> ema.update(model).
 
 - AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"): weight decay pulls weights

@@ -69,7 +69,7 @@ class TrainConfig:
     ema_decay: float = 0.0             # EMA of the weights, ~1/(1-d)-step memory; 0 = none: 0.995 lagged on 600-step runs
     ema_warmup: bool = True            # ramp the decay up as min(d, (1+n)/(10+n)) (TensorFlow EMA)
     max_steps: int = 500               # optimiser steps; the schedule decays to min_lr at this step
-    time_budget: float = 0.0           # minutes (0 = none); after 15 steps max_steps shrinks to what fits, then a hard stop
+    time_budget: float = 0.0           # minutes (0 = none); max_steps is re-fitted to the time left as the run goes
     # --- precision and speed
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
     precision: str = "auto"            # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"

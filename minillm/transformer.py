@@ -42,7 +42,7 @@ MODEL_PRESETS = {
 @dataclass
 class ModelConfig:
     """Every size of the model. `dataclasses.asdict(cfg)` round-trips through `ModelConfig(**d)`, which is
-    how checkpoints store it. Defaults are the `small` preset."""
+    how checkpoints store it. The defaults are the `small` preset's sizes; MODEL_PRESETS sets the rest."""
 
     vocab_size: int = 8000          # V, tokens, special ones included; 8000 fits a few MB of Turkish text
     d_model: int = 256              # C, the residual stream width

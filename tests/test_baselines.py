@@ -1,4 +1,4 @@
-"""Specification of minillm/ngram.py: the answer-only Kneser–Ney trigram baseline.
+"""Specification of minillm/machinery/baselines.py's answer-only Kneser–Ney trigram baseline.
 
 Checked against a naive implementation written here from the formulas of Chen & Goodman 1998 (one
 probability at a time, straight from the counts), against a case small enough to do by hand, and for the

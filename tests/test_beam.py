@@ -12,7 +12,7 @@ from minillm.batching import pad
 from minillm.beam import beam_search, beam_search_one
 from minillm.decoding import GenerationConfig
 from minillm.generation import decode_ids
-from test_generation import NEG_INF, SOURCES, tiny_model, with_
+from test_generation import NEG_INF, SOURCES, random_model, with_   # random_model: see its docstring
 
 
 @given(seed=st.integers(0, 10_000), vocab_size=st.integers(5, 12), K=st.integers(1, 4),
@@ -21,7 +21,7 @@ from test_generation import NEG_INF, SOURCES, tiny_model, with_
        use_cache=st.booleans(), data=st.data())
 def test_batched_beam_search_equals_the_reference(seed, vocab_size, K, alpha, max_new, eos_boost,
                                                   repetition_penalty, use_cache, data):
-    model = tiny_model(seed, vocab_size=vocab_size, eos_boost=eos_boost, std=0.6)
+    model = random_model(seed, vocab_size=vocab_size, eos_boost=eos_boost, std=0.6)
     word = st.integers(3, vocab_size - 1)                 # any token but <pad>, <bos>, <eos>
     questions = data.draw(st.lists(st.lists(word, min_size=1, max_size=6), min_size=1, max_size=3))
     config = GenerationConfig(strategy="beam", num_beams=K, length_penalty=alpha, max_new_tokens=max_new,
@@ -34,13 +34,13 @@ def test_batched_beam_search_equals_the_reference(seed, vocab_size, K, alpha, ma
         assert got.score == pytest.approx(want.score, rel=1e-4, abs=1e-4)
 
 
-def test_the_reference_finishes_and_stops_by_hand():
+def test_the_reference_finishes_and_stops_by_hand(tiny_model):
     # Width 2 and a model that puts almost all probability on <eos>. Step 0 finishes the empty answer (rank 0 <
     # K) and keeps two one-word beams (sum ~ -30); step 1 finishes both of them with score ~ -30, so there are
     # K hypotheses, and with alpha = 0 no running beam (sum ~ -60) can beat them: the search stops after two
     # steps, three forward passes (1 beam, then 2), long before max_new_tokens = 20.
-    model = tiny_model(0, vocab_size=6)
-    eos_first = torch.zeros(6)
+    model = tiny_model(tie_embeddings=False).eval()       # a head of its own, to hook
+    eos_first = torch.zeros(model.cfg.vocab_size)
     eos_first[model.cfg.eos_id] = 30.0                    # <eos> logit + 30: probability ~1 at every step
     calls = []
 
@@ -65,7 +65,7 @@ def test_the_reference_finishes_and_stops_by_hand():
 def test_beam_width_1_is_greedy(seed):
     # With length_penalty 0 a width-1 beam keeps the single best extension, and an <eos> only when it is that
     # best extension: exactly greedy decoding.
-    model = tiny_model(seed, eos_boost=2.0)
+    model = random_model(seed, eos_boost=2.0)
     with torch.inference_mode():
         beam = decode_ids(model, SOURCES, GenerationConfig(strategy="beam", num_beams=1, length_penalty=0.0,
                                                            max_new_tokens=12))
@@ -111,7 +111,7 @@ def test_beam_search_as_wide_as_the_vocabulary_finds_the_brute_force_best(seed, 
     # V = 5: <pad>, <bos> (never generated), <eos> and two words. With K = V beams every partial answer of up
     # to 2 tokens (2**2 = 4 <= K) stays in the beam, so every answer of up to 3 tokens is scored: beam search
     # must return the exhaustive optimum.
-    model = tiny_model(seed, vocab_size=5, std=1.0)
+    model = random_model(seed, vocab_size=5, std=1.0)
     config = GenerationConfig(strategy="beam", num_beams=5, length_penalty=alpha, max_new_tokens=max_new)
     sources = [[3, 4, 3], [4], [4, 4, 3, 3, 4]]
     with torch.inference_mode():
@@ -122,7 +122,7 @@ def test_beam_search_as_wide_as_the_vocabulary_finds_the_brute_force_best(seed, 
 
 
 def test_beam_cache_reorder_matches_uncached_beam():
-    model = tiny_model(8)
+    model = random_model(8)
     config = GenerationConfig(strategy="beam", num_beams=4, max_new_tokens=10)
     with torch.inference_mode():
         assert decode_ids(model, SOURCES, config) == decode_ids(model, SOURCES, with_(config, use_cache=False))

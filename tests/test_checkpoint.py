@@ -14,44 +14,34 @@ from minillm.optim import EMA
 TEXTS = ["Anayasa madde 1 nedir?", "Türkiye Devleti bir Cumhuriyettir.", "Kanun hükmünde kararname nedir?"]
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_tokenizer):
-    return tiny_tokenizer
+def ids(tokenizer):
+    src = torch.tensor([tokenizer.encode("Anayasa madde 1")])
+    return src, torch.tensor([[1] + tokenizer.encode("Türkiye")])
 
 
-@pytest.fixture
-def tiny(tiny_model):
-    return lambda tok, seed=0: tiny_model(seed)
-
-
-def ids(tok):
-    src = torch.tensor([tok.encode("Anayasa madde 1")])
-    return src, torch.tensor([[1] + tok.encode("Türkiye")])
-
-
-def test_save_model_load_round_trip(tmp_path, tok, tiny):
-    model = tiny(tok).train()
-    ck.save_model(tmp_path, model, tok, step=7)
+def test_save_model_load_round_trip(tmp_path, tiny_tokenizer, tiny_model):
+    model = tiny_model().train()
+    ck.save_model(tmp_path, model, tiny_tokenizer, step=7)
     loaded, tok2 = ck.load(tmp_path)
     assert not loaded.training                       # ready for generation
-    assert tok2.encode(TEXTS[1]) == tok.encode(TEXTS[1])
+    assert tok2.encode(TEXTS[1]) == tiny_tokenizer.encode(TEXTS[1])
     model.eval()
-    src, tgt = ids(tok)
+    src, tgt = ids(tiny_tokenizer)
     torch.testing.assert_close(loaded(src, tgt), model(src, tgt), rtol=0, atol=0)
     raw = torch.load(tmp_path / ck.MODEL_FILE, weights_only=True)  # the contract: weights_only reads it
     assert raw["format"] == "minillm-checkpoint" and raw["version"] == ck.VERSION == 2 and raw["step"] == 7
     assert ModelConfig(**raw["model_config"]) == model.cfg
 
 
-def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, tok, tiny):
-    model = tiny(tok)
+def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, tiny_tokenizer, tiny_model):
+    model = tiny_model()
     ema = EMA(model, decay=0.5, warmup=False)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     ema.update(model)                                # shadow = w + 0.5, model = w + 1
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ck.save_model(tmp_path, model, tok, ema=ema)
+    ck.save_model(tmp_path, model, tiny_tokenizer, ema=ema)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     loaded, _ = ck.load(tmp_path)
@@ -60,12 +50,12 @@ def test_save_model_with_ema_saves_ema_weights_and_leaves_model_alone(tmp_path, 
         assert not torch.equal(p, before[name])
 
 
-def test_compiled_and_ddp_wrappers_are_unwrapped(tmp_path, tok, tiny):
-    model = tiny(tok)
+def test_compiled_and_ddp_wrappers_are_unwrapped(tmp_path, tiny_tokenizer, tiny_model):
+    model = tiny_model()
     compiled = torch.compile(model)                  # wrapping alone compiles nothing
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
     assert ck.unwrap(compiled) is model
-    ck.save_model(tmp_path, compiled, tok)
+    ck.save_model(tmp_path, compiled, tiny_tokenizer)
     raw = ck.read(tmp_path / ck.MODEL_FILE)
     assert set(raw["model"]) == set(model.state_dict())  # no "_orig_mod." prefix
     loaded, _ = ck.load(tmp_path)                    # loads into a plain, uncompiled Seq2Seq
@@ -154,15 +144,15 @@ def test_keeps_only_the_last_k_states(tmp_path):
     assert ck.latest_state(tmp_path)["step"] == 5
 
 
-def test_load_train_state_uses_ema_weights(tmp_path, tok, tiny):
-    model = tiny(tok)
+def test_load_train_state_uses_ema_weights(tmp_path, tiny_tokenizer, tiny_model):
+    model = tiny_model()
     ema = EMA(model, decay=0.5, warmup=False)
     with torch.no_grad():
         model.embed.weight.mul_(3.0)
     ema.update(model)
-    ck.save_tokenizer(tok, tmp_path)
+    ck.save_tokenizer(tiny_tokenizer, tmp_path)
     ck.save_state(tmp_path, {"step": 3, "model_config": model.cfg.__dict__.copy(), "model": ck.model_state(model),
-                             "ema": ema.state_dict(), "tokenizer": tok.to_text()}, keep_last=1)
+                             "ema": ema.state_dict(), "tokenizer": tiny_tokenizer.to_text()}, keep_last=1)
     loaded, _ = ck.load(tmp_path)                    # no model.pt: the newest training state is used
     torch.testing.assert_close(loaded.embed.weight, ema.shadow["embed.weight"])
     assert not torch.equal(loaded.embed.weight, model.embed.weight)

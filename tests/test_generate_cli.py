@@ -217,7 +217,7 @@ def test_server_caps_apply_on_top_of_the_table(ckpt):
     ["--serve", "--port", "70000"],
     ["--port", "-1", "soru"],
 ])
-def test_values_that_used_to_crash_are_one_line_errors(ckpt, argv):
+def test_extreme_temperature_penalty_or_port_exits_2_with_one_line_and_no_traceback(ckpt, argv):
     out = run("--checkpoint", ckpt, *argv)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("generate.py: error:"), out.stderr

@@ -13,7 +13,6 @@ from minillm.decoding import (SETTINGS, GenerationConfig, apply_repetition_penal
                               no_repeat_ngram_filter, top_k_filter, top_p_filter)
 from minillm.generation import Answer, decode_ids, generate
 from minillm.model import ModelConfig, Seq2Seq
-from minillm.tokenizer import BPETokenizer
 
 NEG_INF = float("-inf")
 
@@ -173,9 +172,12 @@ def test_non_finite_logits_raise_a_clear_error():
 # Strategies on tiny random models
 # ----------------------------------------------------------------------------------------------------------
 
-def tiny_model(seed: int, vocab_size: int = 40, eos_boost: float = 1.0, std: float = 0.3) -> Seq2Seq:
-    """A random model whose answers vary (untied head, weights ~ N(0, std): the default init with tied
-    embeddings tends to repeat one token). eos_boost scales the <eos> row of the head: > 1 ends answers sooner."""
+def random_model(seed: int, vocab_size: int = 40, eos_boost: float = 1.0, std: float = 0.3) -> Seq2Seq:
+    """A random model whose answers vary, for comparing decoding strategies (tests/test_beam.py uses it too).
+
+    Unlike the conftest `tiny_model` fixture: an untied head and weights ~ N(0, std) (the default init with
+    tied embeddings tends to repeat one token), a vocabulary of `vocab_size` ids (small enough for brute force),
+    and eos_boost, which scales the <eos> row of the head: > 1 ends answers sooner."""
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=vocab_size, d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2,
                       d_ff=64, dropout=0.0, max_len=64, tie_embeddings=False)
@@ -213,7 +215,7 @@ def uncached_greedy(model, src: list[int], max_new: int) -> list[int]:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cached_greedy_equals_uncached_greedy(seed):
-    model = tiny_model(seed, eos_boost=2.0)
+    model = random_model(seed, eos_boost=2.0)
     config = GenerationConfig(strategy="greedy", max_new_tokens=12)
     with torch.inference_mode():
         cached = decode_ids(model, SOURCES, config)
@@ -227,7 +229,7 @@ def test_cached_greedy_equals_uncached_greedy(seed):
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 @pytest.mark.parametrize("seed", [3, 4])
 def test_batched_equals_one_by_one(strategy, seed):
-    model = tiny_model(seed, eos_boost=2.0)
+    model = random_model(seed, eos_boost=2.0)
     config = GenerationConfig(strategy=strategy, max_new_tokens=10, num_beams=3, repetition_penalty=1.3,
                             no_repeat_ngram_size=3)
     with torch.inference_mode():
@@ -251,7 +253,7 @@ class DecodeStepSpy:
 
 
 def test_eos_stops_each_sequence_and_finished_rows_leave_the_batch():
-    model = tiny_model(2, eos_boost=2.0)
+    model = random_model(2, eos_boost=2.0)
     spy = DecodeStepSpy(model)
     config = GenerationConfig(strategy="greedy", max_new_tokens=12)
     with torch.inference_mode():
@@ -275,7 +277,7 @@ def test_eos_stops_each_sequence_and_finished_rows_leave_the_batch():
 
 
 def test_seeded_sampling_is_reproducible():
-    model = tiny_model(5)
+    model = random_model(5)
     config = GenerationConfig(strategy="sample", max_new_tokens=10, temperature=1.5, top_k=10, top_p=0.9, seed=7)
     with torch.inference_mode():
         a = decode_ids(model, SOURCES, config)
@@ -294,7 +296,7 @@ def test_seeded_sampling_is_reproducible():
 
 
 def test_sampling_with_top_k_1_is_greedy():
-    model = tiny_model(6, eos_boost=2.0)
+    model = random_model(6, eos_boost=2.0)
     with torch.inference_mode():
         sampled = decode_ids(model, SOURCES, GenerationConfig(strategy="sample", top_k=1, max_new_tokens=10, seed=0))
         greedy = decode_ids(model, SOURCES, GenerationConfig(strategy="greedy", max_new_tokens=10))
@@ -317,7 +319,7 @@ def test_every_value_the_table_allows_decodes(strategy, name, value):
     """Every setting at the ends of its range in decoding.SETTINGS (temperature 0.01, repetition penalty 0.1 or
     10, ...) decodes to valid answer tokens: no inf/NaN logits, no crash. (Beyond the bounds that fails:
     temperature 1e-40 turns logits into inf, and repetition penalty 1e-40 sends beam search out of range.)"""
-    model = tiny_model(11, eos_boost=2.0)
+    model = random_model(11, eos_boost=2.0)
     config = GenerationConfig(strategy=strategy, max_new_tokens=8, num_beams=3, seed=0, **{name: value})
     with torch.inference_mode():
         results = decode_ids(model, SOURCES, config)
@@ -328,29 +330,23 @@ def test_every_value_the_table_allows_decodes(strategy, name, value):
         assert finished or len(ids) == 8
 
 
-def test_nan_weights_give_a_clear_error_not_a_sample():
-    model = tiny_model(0)
+def test_nan_weights_give_a_clear_error_not_a_sample(tiny_model):
+    model = tiny_model(tie_embeddings=False).eval()
     with torch.no_grad():
-        model.head.weight[7, 0] = float("nan")
+        model.head.weight[7, 0] = float("nan")           # one output row: logits of token 7 are NaN
     for strategy in ("greedy", "sample", "beam"):
         with pytest.raises(FloatingPointError, match="non-finite logits"):
             with torch.inference_mode():
-                decode_ids(model, SOURCES[:2], GenerationConfig(strategy=strategy, seed=0))
+                decode_ids(model, SOURCES[:2], GenerationConfig(strategy=strategy, seed=0, max_new_tokens=8))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # generate(): text in, Answers out
 # ----------------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    texts = ["Anayasa madde 1: Türkiye Devleti bir Cumhuriyettir.", "Kanun önünde herkes eşittir.",
-             "Mahkemeler bağımsızdır.", "Soru: kira sözleşmesi nedir? Cevap: kiralananın kullanılması."]
-    return BPETokenizer.train(texts * 3, vocab_size=300)
-
-
-def test_generate_answers_in_order_with_details(tokenizer):
-    model = tiny_model(9, vocab_size=tokenizer.vocab_size, eos_boost=1.5)
+def test_generate_answers_in_order_with_details(tiny_tokenizer):
+    tokenizer = tiny_tokenizer
+    model = random_model(9, vocab_size=tokenizer.vocab_size, eos_boost=1.5)
     model.train()                                         # generate() switches to eval and back
     questions = ["Kanun nedir?", "Mahkemeler bağımsız mıdır?", "Kira"]
     config = GenerationConfig(max_new_tokens=8, repetition_penalty=1.2)
@@ -373,6 +369,7 @@ def test_generate_answers_in_order_with_details(tokenizer):
         assert len(a.tgt_tokens) == T
     # The recorded probability is the one greedy chose by: the largest after the processors.
     a = answers[0]
+    assert len(a.ids) > 0                                 # so the check below compares something
     with torch.inference_mode():
         src = torch.tensor([tokenizer.encode(questions[0]) + [tokenizer.eos_id]])
         tgt = torch.tensor([[model.cfg.bos_id] + a.ids])
@@ -384,21 +381,22 @@ def test_generate_answers_in_order_with_details(tokenizer):
         assert a.token_probs[t] == pytest.approx(float(row.softmax(-1)[0, tok]), rel=1e-4)
 
 
-def test_generate_rejects_bad_input(tokenizer):
-    model = tiny_model(0, vocab_size=tokenizer.vocab_size)
+def test_generate_rejects_bad_input(tiny_tokenizer, tiny_model):
+    model, tokenizer = tiny_model(), tiny_tokenizer
     with pytest.raises(TypeError, match="list of str"):
         generate(model, tokenizer, "tek soru")
     with pytest.raises(ValueError, match="non-empty"):
         generate(model, tokenizer, ["soru", "  "])
-    with pytest.raises(ValueError, match="max_len = 64"):
-        generate(model, tokenizer, ["soru"], GenerationConfig(max_new_tokens=65))
+    assert model.cfg.max_len == 32
+    with pytest.raises(ValueError, match="max_len = 32"):
+        generate(model, tokenizer, ["soru"], GenerationConfig(max_new_tokens=33))
     for bad in (dict(strategy="nucleus"), dict(top_p=0.0), dict(top_k=-1), dict(num_beams=0),
                 dict(max_new_tokens=0), dict(repetition_penalty=0.0)):
         with pytest.raises(ValueError, match="GenerationConfig"):
             GenerationConfig(**bad)
 
 
-def test_question_is_cleaned_as_training_cleans_it(tokenizer, monkeypatch):
+def test_question_is_cleaned_as_training_cleans_it(tiny_tokenizer, tiny_model, monkeypatch):
     """The contract: the question is cleaned and encoded exactly as training encodes it (data.encode_source,
     called by batching.Seq2SeqDataset), cut at the model's max_src_len."""
     import unicodedata
@@ -410,8 +408,8 @@ def test_question_is_cleaned_as_training_cleans_it(tokenizer, monkeypatch):
              "İşletme nedir?".lower(), "Kira\tsözleşmesi\nnedir?", "Kanun önünde herkes eşittir. " * 6]
     cleaned, _ = clean_pairs([(q, "cevap") for q in typed])
     assert len(cleaned) == len(typed)                                     # none dropped as a duplicate
-    model = tiny_model(0, vocab_size=tokenizer.vocab_size)
-    model.cfg = dataclasses.replace(model.cfg, max_src_len=12)          # trained on 12 source positions
+    tokenizer = tiny_tokenizer
+    model = tiny_model(max_src_len=12)                                  # trained on 12 source positions
     trained = Seq2SeqDataset(cleaned, tokenizer, max_src_len=12, max_tgt_len=8)
     assert trained.n_src_truncated >= 1                                   # the long question really is cut
     seen = []                                                             # what generate feeds the encoder

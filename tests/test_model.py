@@ -18,12 +18,16 @@ V = 40
 
 
 def tiny_config(**overrides) -> ModelConfig:
+    """Two blocks on each side and a vocabulary of V = 40 (the ids random_batch draws)."""
     base = dict(vocab_size=V, d_model=16, n_heads=2, n_encoder_layers=2, n_decoder_layers=2, d_ff=32,
                 dropout=0.0, max_len=64)
     return ModelConfig(**{**base, **overrides})
 
 
-def tiny_model(seed=0, **overrides) -> Seq2Seq:
+def two_layer_model(seed=0, **overrides) -> Seq2Seq:
+    """A tiny_config model in eval mode. Unlike the conftest `tiny_model` (one block each side), two blocks
+    each side, so that what is kept per block (the cache, drop-path rates, gradients through the stack, the
+    FLOP count) is checked across a stack; plain `@given` tests cannot take the function-scoped fixture."""
     torch.manual_seed(seed)
     return Seq2Seq(tiny_config(**overrides)).eval()
 
@@ -85,19 +89,19 @@ def test_config_rejects_bad_values():
         tiny_config(pad_id=V)
 
 
-def test_bad_ids_are_rejected_by_name():
+def test_bad_ids_are_rejected_by_name(tiny_model):
     model = tiny_model()
     with pytest.raises(ValueError, match="src_ids"):
         model(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="tgt_in_ids"):
         model(torch.ones(2, 3, dtype=torch.long), torch.ones(3, dtype=torch.long))
     with pytest.raises(ValueError, match="max_len"):
-        model(torch.ones(1, 65, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+        model(torch.ones(1, model.cfg.max_len + 1, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
 
 
 def test_drop_path_rate_grows_linearly_with_depth():
     assert depth_rates(0.2, 4) == pytest.approx([0.05, 0.1, 0.15, 0.2])
-    model = tiny_model(drop_path=0.2, n_encoder_layers=2)
+    model = two_layer_model(drop_path=0.2, n_encoder_layers=2)
     assert [b.drop_path.p for b in model.encoder.blocks] == pytest.approx([0.1, 0.2])
 
 
@@ -107,7 +111,7 @@ def test_drop_path_rate_grows_linearly_with_depth():
 @given(v=variants, T=st.integers(2, 7), seed=st.integers(0, 2**16))
 @settings(max_examples=12)
 def test_causality_future_targets_do_not_change_past_logits(v, T, seed):
-    model = tiny_model(seed, **v)
+    model = two_layer_model(seed, **v)
     gen = torch.Generator().manual_seed(seed)
     src, tgt = random_batch(gen, 2, 5, T, pad_tgt=False)
     t = torch.randint(0, T - 1, (1,), generator=gen).item()
@@ -122,7 +126,7 @@ def test_causality_future_targets_do_not_change_past_logits(v, T, seed):
 @given(v=variants, extra_src=st.integers(1, 4), extra_tgt=st.integers(0, 4), seed=st.integers(0, 2**16))
 @settings(max_examples=12)
 def test_extra_padding_leaves_real_positions_unchanged(v, extra_src, extra_tgt, seed):
-    model = tiny_model(seed, **v)
+    model = two_layer_model(seed, **v)
     gen = torch.Generator().manual_seed(seed)
     src, tgt = random_batch(gen, 3, 5, 6)
     padded_src = F.pad(src, (0, extra_src), value=0)                  # (B, S + extra)
@@ -137,7 +141,7 @@ def test_extra_padding_leaves_real_positions_unchanged(v, extra_src, extra_tgt, 
 @given(v=variants, seed=st.integers(0, 2**16))
 @settings(max_examples=10)
 def test_batch_independence_in_eval(v, seed):
-    model = tiny_model(seed, **v)
+    model = two_layer_model(seed, **v)
     gen = torch.Generator().manual_seed(seed)
     src, tgt = random_batch(gen, 4, 6, 5)
     with torch.no_grad():
@@ -157,7 +161,7 @@ def test_batch_independence_in_eval(v, seed):
 @given(v=variants, T=st.integers(1, 8), chunk=st.integers(1, 3), seed=st.integers(0, 2**16))
 @settings(max_examples=15)
 def test_cached_decoding_equals_full_forward_at_every_step(v, T, chunk, seed):
-    model = tiny_model(seed, **v)
+    model = two_layer_model(seed, **v)
     gen = torch.Generator().manual_seed(seed)
     src, tgt = random_batch(gen, 3, 6, T)
     with torch.no_grad():
@@ -171,7 +175,7 @@ def test_cached_decoding_equals_full_forward_at_every_step(v, T, chunk, seed):
 
 
 def test_cross_attention_keys_values_are_computed_once():
-    model = tiny_model()
+    model = two_layer_model()
     src, tgt = random_batch(torch.Generator().manual_seed(0), 2, 5, 4)
     with torch.no_grad():
         full = model(src, tgt)
@@ -187,7 +191,7 @@ def test_cross_attention_keys_values_are_computed_once():
 
 
 def test_cross_attention_weights_from_decode_step():
-    model = tiny_model(n_heads=2)
+    model = two_layer_model(n_heads=2)
     src, tgt = random_batch(torch.Generator().manual_seed(1), 2, 5, 4)
     with torch.no_grad():
         cache = model.make_cache(*model.encode(src))
@@ -206,7 +210,7 @@ def test_cross_attention_weights_from_decode_step():
 
 
 def test_cache_reorder_follows_beam_indices():
-    model = tiny_model()
+    model = two_layer_model()
     gen = torch.Generator().manual_seed(2)
     src, tgt = random_batch(gen, 3, 5, 4, pad_tgt=False)
     index = torch.tensor([2, 0, 0, 1])                                # reorder and expand, as beam search does
@@ -220,8 +224,8 @@ def test_cache_reorder_follows_beam_indices():
     assert torch.allclose(out, full[:, 2:], **TOL)
 
 
-def test_decode_step_checks_its_input():
-    model = tiny_model()
+def test_decode_step_checks_its_input(tiny_model):
+    model = tiny_model().eval()
     src, _ = random_batch(torch.Generator().manual_seed(0), 2, 5, 4)
     cache = model.make_cache(*model.encode(src))
     assert isinstance(cache, DecoderCache)
@@ -240,7 +244,7 @@ def test_decode_step_checks_its_input():
          attention_dropout=0.1, tie_embeddings=False),
 ])
 def test_every_parameter_gets_a_gradient_from_one_step(overrides):
-    model = tiny_model(**overrides).train()
+    model = two_layer_model(**overrides).train()
     src, tgt = random_batch(torch.Generator().manual_seed(3), 4, 6, 5)
     logits = model(src, tgt)
     F.cross_entropy(logits.flatten(0, 1), torch.randint(3, V, (4 * 5,)), ignore_index=0).backward()
@@ -253,7 +257,7 @@ def test_every_parameter_gets_a_gradient_from_one_step(overrides):
 @settings(max_examples=8)
 def test_fused_and_hand_written_paths_agree_in_output_and_gradients(v, seed):
     v = {**v, "fused": False}
-    hand = tiny_model(seed, **v)
+    hand = two_layer_model(seed, **v)
     fused = Seq2Seq(tiny_config(**{**v, "fused": True})).eval()
     fused.load_state_dict(hand.state_dict())
     src, tgt = random_batch(torch.Generator().manual_seed(seed), 3, 6, 5)
@@ -267,10 +271,10 @@ def test_fused_and_hand_written_paths_agree_in_output_and_gradients(v, seed):
         assert torch.allclose(p_hand.grad, p_fused.grad, **TOL), name
 
 
-def test_cross_attention_reads_the_encoder_output_unnormalised_by_the_decoder():
+def test_cross_attention_reads_the_encoder_output_unnormalised_by_the_decoder(tiny_model):
     # The seed's bug: the decoder's norm was applied to enc_out. Here cross-attention's keys/values come
     # from exactly what the encoder returned, and its queries from the decoder's own norm2.
-    model = tiny_model()
+    model = tiny_model().eval()
     seen = {}
     block = model.decoder.blocks[0]
     block.cross_attn.register_forward_hook(lambda m, args, out: seen.update(q=args[0], kv=args[1]))
@@ -308,7 +312,7 @@ def test_initial_distribution_is_near_uniform_not_a_copy_of_the_input(tie):
 
 @pytest.mark.parametrize("ffn", ["gelu", "swiglu"])
 def test_flops_per_token_matches_a_counted_forward(ffn):
-    model = tiny_model(ffn=ffn, fused=False)
+    model = two_layer_model(ffn=ffn, fused=False)
     B, S, T = 2, 7, 5
     src = torch.randint(3, V, (B, S))
     tgt = torch.randint(3, V, (B, T))
@@ -321,8 +325,8 @@ def test_flops_per_token_matches_a_counted_forward(ffn):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_fp32_matches_cpu_and_bf16_autocast_trains():
-    model = tiny_model(ffn="swiglu", pos="rope")
+def test_cuda_fp32_matches_cpu_and_bf16_autocast_trains(tiny_model):
+    model = tiny_model(ffn="swiglu", pos="rope").eval()
     src, tgt = random_batch(torch.Generator().manual_seed(6), 3, 6, 5)
     with torch.no_grad():
         on_cpu = model(src, tgt)

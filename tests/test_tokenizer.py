@@ -1,7 +1,8 @@
 """Specification of minillm.tokenizer (byte-level BPE) and minillm.bpe (learning the merges).
 
 minillm.bpe holds the textbook BPE loop (recount every pair after every merge) next to the fast, incremental
-trainer; the tests check the textbook loop by hand and the fast trainer against it.
+trainer. The tests check the textbook loop by hand and against `reference_merges` below (an oracle outside the
+library), and the fast trainer against the textbook loop.
 """
 import os
 import re
@@ -26,6 +27,30 @@ def word_counts_of(texts):
     """The training words of `texts`, built here without the tokenizer: chunk ids (byte + 3) -> count."""
     return Counter(tuple(b + 3 for b in chunk.encode("utf-8", "surrogatepass"))
                    for text in texts for chunk in re.findall(PATTERN, text))
+
+
+def reference_merges(word_counts, n_merges, first_id, min_frequency=2):
+    """BPE training written from Sennrich et al. 2016, Algorithm 1, independently of minillm.bpe.
+
+    A word seen n times is simply listed n times (no weighting), so a pair's count is how often it occurs in
+    the corpus. Each round: count all adjacent pairs, pick the most frequent (ties: the smallest (left, right)
+    pair), stop if it occurs fewer than min_frequency times, else replace it, left to right, by a new id."""
+    corpus = [list(word) for word, count in word_counts.items() for _ in range(count)]
+    merges = []
+    for new_id in range(first_id, first_id + n_merges):
+        counts = Counter(pair for word in corpus for pair in zip(word, word[1:]))
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if not ranked or ranked[0][1] < min_frequency:
+            break
+        pair = ranked[0][0]
+        merges.append(pair)
+        for word in corpus:
+            i = 0
+            while i < len(word) - 1:
+                if (word[i], word[i + 1]) == pair:
+                    word[i:i + 2] = [new_id]   # then look past the new symbol: occurrences never overlap
+                i += 1
+    return merges
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +83,7 @@ def test_textbook_loop_by_hand():
     word = {tuple(ord(ch) + 3 for ch in "aaabdaaabac"): 1}
     Z, Y, X = FIRST_MERGE_ID, FIRST_MERGE_ID + 1, FIRST_MERGE_ID + 2
     assert bpe.train_merges_textbook(word, 10, FIRST_MERGE_ID, min_frequency=2) == [(A, A), (A, B), (Z, Y)]
+    assert reference_merges(word, 10, FIRST_MERGE_ID, min_frequency=2) == [(A, A), (A, B), (Z, Y)]  # the oracle too
     # With min_frequency=1 the fourth merge is a four-way tie at count 1: (X,d) (d,X) (X,a) (a,c); (a,c) is smallest.
     assert bpe.train_merges_textbook(word, 4, FIRST_MERGE_ID, min_frequency=1) == [(A, A), (A, B), (Z, Y), (A, C)]
     # Counts weight the pairs: "cd" three times (3) beats "abab" once ((a,b) twice); then "abab" -> Y Y, once.
@@ -74,12 +100,20 @@ def test_fast_trainer_equals_textbook_loop(texts, repeats, vocab_size, min_frequ
     words = word_counts_of(texts)
     assert count_chunks(texts) == words
     textbook = bpe.train_merges_textbook(words, vocab_size - FIRST_MERGE_ID, FIRST_MERGE_ID, min_frequency)
+    assert textbook == reference_merges(words, vocab_size - FIRST_MERGE_ID, FIRST_MERGE_ID, min_frequency)
     assert bpe.train_merges(words, vocab_size - FIRST_MERGE_ID, FIRST_MERGE_ID, min_frequency) == textbook
     assert BPETokenizer.train(texts, vocab_size=vocab_size, min_frequency=min_frequency).merges == textbook
 
 
 # Words over a 3-symbol alphabet with arbitrary counts: long runs ("0 0 0 0"), back-to-back pairs, many ties.
 random_words = st.dictionaries(st.lists(st.integers(0, 2), max_size=12).map(tuple), st.integers(1, 50), max_size=8)
+
+
+@given(random_words, st.integers(0, 30), st.integers(3, 6), st.integers(0, 60))
+def test_textbook_loop_equals_the_reference_on_random_words(words, n_merges, first_id, min_frequency):
+    # The library's textbook loop against the independent one above: the oracle for both trainers.
+    assert (bpe.train_merges_textbook(words, n_merges, first_id, min_frequency)
+            == reference_merges(words, n_merges, first_id, min_frequency))
 
 
 @given(random_words, st.integers(0, 30), st.integers(3, 6), st.integers(0, 60))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from minillm.machinery import checkpoint as ck
+from minillm.machinery import runlog
 from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
 from minillm.optim import lr_at
@@ -52,8 +53,10 @@ def quiet(*args, **kwargs):
 
 
 def read_log(run, kind="train"):
-    recs = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in recs if r["kind"] == kind}
+    """{step: record} of one kind, read with the run log's own reader (which also counts unreadable lines)."""
+    records, skipped = runlog.read(Path(run) / runlog.LOG_FILE)
+    assert skipped == 0
+    return {r["step"]: r for r in records if r["kind"] == kind}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -84,15 +87,37 @@ def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
     assert [round(s["lr"], 8) for s in seen[:3]] == [0.001, 0.002, 0.003]  # warmup really ramps
 
 
-def test_time_budget_shrinks_max_steps_so_the_schedule_still_decays(tmp_path):
+def test_time_budget_refits_the_run_as_the_machine_slows_down(tmp_path):
+    """A fake clock: 1 s per step up to step 30, then 3 s per step (the cores got busy). The budget is 2 min,
+    of which 5 % is kept for the final evaluation: 114 s."""
     run = start_run(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
     trainer = run.trainer
-    run._calibrate_t0 = 10.0                            # step 5 at 10 s (start-up included) ...
-    trainer.step, run.elapsed = 15, 70.0                # ... step 15 at 70 s: 6 s per step
-    run._fit_schedule_to_budget()
-    assert run.max_steps == 15 + int(0.9 * 50 / 6)      # what fits in the remaining 50 s, less 10%
-    assert trainer.schedule.total_steps == 22
-    assert trainer.schedule.lr(22) == pytest.approx(3e-4)   # min_lr is reached at the new end
+    for step in range(1, 46):
+        trainer.step, run.elapsed = step, step if step <= 30 else 30 + 3 * (step - 30)
+        run.refit_to_budget()
+        if step == 30:                                  # 1 s/step so far: 84 s left fit 84 more steps
+            assert run.max_steps == 114 and trainer.schedule.total_steps == 114
+    # at step 45: 75 s spent; the window (steps 5..45) runs at 70 s / 40 steps; 39 s left fit 22 more steps
+    assert run.max_steps == 45 + 22 and trainer.schedule.total_steps == 67
+    assert trainer.schedule.lr(67) == pytest.approx(3e-4)   # min_lr is reached at the new end
+    lrs = []
+    for step in range(46, 60):                      # the machine is free again: 0.2 s per step
+        trainer.step, run.elapsed = step, 75 + 0.2 * (step - 45)
+        run.refit_to_budget()
+        lrs.append(trainer.schedule.lr(step))
+    assert run.max_steps <= 67 and lrs == sorted(lrs, reverse=True)   # never longer: the lr only falls
+    for step in range(60, 68):                      # time is left at the fitted end: the run still ends there
+        trainer.step, run.elapsed = step, 78 + 0.2 * (step - 60)
+        run.refit_to_budget()
+    assert run.max_steps == 67
+
+
+def test_budget_never_goes_past_max_steps_nor_before_the_warmup_ends():
+    from minillm.machinery.progress import Budget
+    budget = Budget(minutes=10, max_steps=50, warmup_steps=20)
+    assert [budget.refit(s, 0.01 * s) for s in range(1, 12)][-1] == 50     # fast: capped at max_steps
+    slow = Budget(minutes=0.1, max_steps=500, warmup_steps=20)
+    assert [slow.refit(s, 10.0 * s) for s in range(1, 12)][-1] == 21      # out of time: past the warmup only
 
 
 def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
@@ -184,10 +209,17 @@ def test_eval_uses_ema_weights_and_keeps_the_best(tmp_path, select_by):
     best_step = min(sorted(evals), key=key)
     assert saved["step"] == best_step and saved["val_loss"] == pytest.approx(evals[best_step]["nll"])
     assert saved["chrf"] == pytest.approx(evals[best_step]["chrf"])
-    if best_step == 8:   # the file holds the EMA weights, not the raw ones
-        for n, t in trainer.ema.shadow.items():
-            torch.testing.assert_close(saved["model"][n], t)
-        assert not torch.equal(saved["model"]["embed.weight"], trainer.model.embed.weight)
+
+
+def test_model_pt_holds_the_ema_weights_not_the_raw_ones(tmp_path):
+    cfg = tiny_cfg(tmp_path, max_steps=4, eval_every=4, eval_generate=2, eval_max_new_tokens=4)
+    run = start_run(cfg, log=quiet)
+    run.fit()                                       # one evaluation, at step 4: it is the best
+    saved = ck.read(Path(cfg.out) / ck.MODEL_FILE)
+    assert saved["step"] == 4
+    for n, t in run.trainer.ema.shadow.items():
+        torch.testing.assert_close(saved["model"][n], t)
+    assert not torch.equal(saved["model"]["embed.weight"], run.trainer.model.embed.weight)
 
 
 def test_resume_with_another_selection_starts_a_new_best(tmp_path):
@@ -430,18 +462,19 @@ def test_time_budget_stops_the_run_early_and_says_so(tmp_path):
     run = start_run(tiny_cfg(tmp_path, max_steps=100000, warmup_steps=3, time_budget=0.002), log=lines.append)
     run.fit()                                              # 0.12 s of budget
     assert run.trainer.step < 100000
-    # either the clock ran out, or the schedule was shortened at step 15 to what fits (and the run ended there)
-    assert any("time budget of 0.002 min reached at step" in line or "time budget 0.002 min at" in line
+    # either the clock ran out, or the budget re-fitted the run to what fits (and the run ended there)
+    assert any("time budget of 0.002 min reached at step" in line or "time budget 0.002 min: max_steps" in line
                for line in lines)
     assert ck.latest_state(tmp_path / "run")["step"] == run.trainer.step      # the last step is saved
 
 
 def test_the_run_log_is_what_the_page_reads(tmp_path):
-    from minillm.machinery import runlog
-    cfg = tiny_cfg(tmp_path, max_steps=6, eval_every=3, log_every=2)
+    from minillm.machinery.api import TrainingLog
+    cfg = tiny_cfg(tmp_path, max_steps=6, eval_every=3, log_every=2, eval_generate=2, eval_max_new_tokens=4)
     start_run(cfg, log=quiet).fit()
-    records, skipped = runlog.read(Path(cfg.out) / runlog.LOG_FILE)
-    assert skipped == 0
+    page = TrainingLog(Path(cfg.out) / runlog.LOG_FILE).read()       # what /api/metrics sends the page
+    records = page["records"]
+    assert page["skipped_lines"] == 0 and records == runlog.read(Path(cfg.out) / runlog.LOG_FILE)[0]
     assert [r["kind"] for r in records][0] == "info"
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 4, 6]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [3, 6]
@@ -449,4 +482,4 @@ def test_the_run_log_is_what_the_page_reads(tmp_path):
         if r["kind"] == "train":
             assert {"loss", "lr", "tokens", "tokens_per_s", "grad_norm"} <= set(r)
         if r["kind"] == "eval":
-            assert {"nll", "perplexity", "accuracy", "cond_gain", "elapsed_s"} <= set(r)
+            assert {"nll", "perplexity", "accuracy", "cond_gain", "elapsed_s", "bleu", "chrf"} <= set(r)

@@ -69,7 +69,7 @@ def write_log(path, n_steps, eval_every=10, partial_tail=False):
             runlog.append(path, {"step": step, "kind": "eval", "nll": 4.0 / step, "perplexity": 2.0 ** (4 / step),
                                  "accuracy": 0.1, "bleu": float(step), "chrf": 2.0 * step})
     runlog.append(path, {"step": n_steps, "kind": "skip", "loss": float("nan"), "grad_norm": float("inf")})
-    if partial_tail:  # a trainer caught mid-write
+    if partial_tail:  # a trainer caught mid-write (by hand: runlog.append only writes whole lines)
         with open(path, "a", encoding="utf-8") as f:
             f.write('{"step": 999, "kind": "tra')
 
@@ -79,7 +79,7 @@ def app(tmp_path_factory):
     """A server in a background thread; yields a namespace with its base URL, model, tokenizer and server."""
     directory = tmp_path_factory.mktemp("ckpt")
     model, tok = tiny_checkpoint(directory)
-    log_path = directory / "log.jsonl"
+    log_path = directory / runlog.LOG_FILE
     write_log(log_path, 30, partial_tail=True)
     limits = Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
     server = make_server(model, tok, "127.0.0.1", 0, log_path, limits, directory, quiet=True)
@@ -183,7 +183,7 @@ def test_too_long_questions_are_those_encode_source_would_cut(app):
         cut = encode_source(app.tok, question, 10)[1]
         cut_seen.add(cut)
         if cut:
-            with pytest.raises(RequestError, match="tokens long; the model reads at most 9") as err:
+            with pytest.raises(RequestError, match="too many tokens long; the model reads at most 9") as err:
                 parse_generate_request({"question": question}, limits, app.tok, max_src_len=10)
             assert err.value.status == 400
         else:
@@ -268,11 +268,11 @@ def test_metrics_skip_a_half_written_line_and_refresh(app, tmp_path):
     assert skip["kind"] == "skip" and skip["loss"] is None and skip["grad_norm"] is None
     assert [r["step"] for r in data["records"] if r["kind"] == "eval"] == [10, 20, 30]
     # A run that goes on: the next read sees the new lines and a new version.
-    log = TrainingLog(tmp_path / "log.jsonl")
+    log = TrainingLog(tmp_path / runlog.LOG_FILE)
     assert log.read()["records"] == [] and log.read()["version"] is None
-    write_log(tmp_path / "log.jsonl", 5)
+    write_log(tmp_path / runlog.LOG_FILE, 5)
     first = log.read()
-    runlog.append(tmp_path / "log.jsonl", {"step": 6, "kind": "train", "loss": 0.5, "lr": 1e-3})
+    runlog.append(tmp_path / runlog.LOG_FILE, {"step": 6, "kind": "train", "loss": 0.5, "lr": 1e-3})
     second = log.read()
     assert len(second["records"]) == len(first["records"]) + 1 and second["version"] != first["version"]
 

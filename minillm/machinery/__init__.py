@@ -2,5 +2,5 @@
 
 cli (one-line errors) -> device (CPU/CUDA, precision, several processes, peak FLOP/s) -> checkpoint (safe files on disk) -> runlog
 (log.jsonl) -> datafiles (JSON/JSONL/CSV pairs) -> rundir
-(lock, no leftovers) -> run (a training run: set-up, resume, the loop) -> baselines -> download -> api -> web.
+(lock, no leftovers) -> progress (honest speed figures, the time budget) -> run (a training run: set-up, resume, the loop) -> baselines -> download -> api -> web.
 """

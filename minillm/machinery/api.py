@@ -11,9 +11,9 @@ import pathlib
 import threading
 import time
 
-from minillm.data import clean_text, encode_source
+from minillm.data import encode_source
 from minillm.decoding import SETTINGS
-from minillm.generation import GenerationConfig, generate, source_length
+from minillm.generation import GenerationConfig, answer_length, generate, source_length
 from minillm.machinery import runlog
 
 
@@ -78,8 +78,7 @@ def parse_generate_request(payload, limits, tokenizer, max_src_len=None):
     # generate() would silently cut a longer question, as training cut its questions; the server refuses it
     # instead, so nobody reads an answer to half a question. The rule is encode_source's own `cut`.
     if max_src_len is not None and encode_source(tokenizer, question, max_src_len)[1]:
-        n_tokens = len(tokenizer.encode(clean_text(question)))
-        raise RequestError(400, f"field 'question' is {n_tokens} tokens long; the model reads at most "
+        raise RequestError(400, f"field 'question' is too many tokens long; the model reads at most "
                                 f"{max_src_len - 1}")
 
     settings = {}
@@ -178,10 +177,9 @@ class ModelService:
         self.lock = threading.Lock()
         # The source length the model was trained on: generate() cuts questions there, the server refuses them.
         self.max_src_len = source_length(model)
-        # The decoder has max_len positions, and the answer's tokens occupy them, so the server's cap on
-        # max_new_tokens is the smaller of its own limit and max_len.
+        # The server's cap on max_new_tokens is the smaller of its own limit and what the decoder can hold.
         limits = dataclasses.replace(limits or Limits())
-        limits.max_new_tokens = min(limits.max_new_tokens, model.cfg.max_len)
+        limits.max_new_tokens = min(limits.max_new_tokens, answer_length(model))
         self.limits = limits
         self.settings = server_settings(self.limits, tokenizer.vocab_size)
 

@@ -289,7 +289,11 @@ def load(directory, device="cpu", log=None) -> tuple[Seq2Seq, BPETokenizer]:
                                 f"(expected a directory written by train.py or save_model)")
     ckpt = read(path)
     ckpt["path"] = str(path)
-    model = Seq2Seq(ModelConfig(**ckpt["model_config"]))
+    model_config = dict(ckpt["model_config"])
+    if model_config.get("max_src_len") is None and "max_src_len" in ckpt.get("train_config", {}):
+        # written before ModelConfig recorded it: the training cut is in the saved TrainConfig
+        model_config["max_src_len"] = min(ckpt["train_config"]["max_src_len"], model_config["max_len"])
+    model = Seq2Seq(ModelConfig(**model_config))
     model.load_state_dict(ckpt["model"])
     if ckpt["kind"] == "train-state" and ckpt.get("ema") is not None:
         ema = EMA(model)                       # a training state holds the raw weights and, apart, the EMA's

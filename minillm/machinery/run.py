@@ -10,7 +10,6 @@ The algorithm itself is minillm.training.Trainer.train_step; this module only dr
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from minillm.machinery import checkpoint as ckpt
 from minillm.machinery import runlog
 from minillm.machinery.datafiles import load_pairs
 from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
+from minillm.machinery.progress import Budget, Progress, choose_threads
 from minillm.machinery.rundir import RunDirectory
 
 
@@ -117,6 +117,8 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
     # --- the trainer: optimiser, schedule, loss scaler, EMA, batch stream
     trainer = Trainer(cfg, model, tokenizer, train_set, val_set, device=device, precision=precision, rank=rank,
                       world_size=world, train_model=train_model, log=log)
+    if device.type == "cpu" and cfg.threads == 0 and world == 1 and torch.get_num_threads() > 1:
+        choose_threads(trainer, state, log)       # before the peak is measured: on the threads that train
     run = Run(cfg, trainer, run_dir, log)
     if state is not None:
         run.load_state_dict(state)
@@ -133,17 +135,20 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
 
 class Run:
     """What a run keeps besides the learning state: its directory, clock, best evaluation and log."""
-    CALIBRATE_FROM, CALIBRATE_AT = 5, 15   # steps 6..15 are timed (the first ones pay for warm-up)
 
     def __init__(self, cfg: TrainConfig, trainer: Trainer, run_dir: RunDirectory, log=print):
         self.cfg, self.trainer, self.run_dir, self.out, self.log = cfg, trainer, run_dir, run_dir.path, log
         self.tokenizer_text = trainer.tokenizer.to_text()   # what every state embeds (never the file's bytes)
         self.is_main = trainer.rank == 0
-        self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see _fit_schedule_to_budget)
+        self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see refit_to_budget)
         self.elapsed, self.best_val = 0.0, float("inf")
-        self._calibrate_t0 = None             # elapsed seconds at step CALIBRATE_FROM
         self._cpu0 = time.process_time()      # CPU seconds of this process (all threads) since the run started
         self.peak, self.peak_source = peak_flops(trainer.device) if self.is_main else (float("nan"), "")
+        self.progress = Progress(self.peak, self.peak_source, lambda: peak_flops(trainer.device), log)
+        self.log = trainer.log = self.progress.log   # every message first clears the progress line
+        self.budget = Budget(cfg.time_budget, cfg.max_steps, cfg.warmup_steps) if cfg.time_budget > 0 else None
+        self._said_steps, self._said_torch_schedule = cfg.max_steps, False
+        self._eval_s = 0.0                    # seconds the last evaluation and save took (the budget keeps them)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -151,7 +156,8 @@ class Run:
         return {**t.state_dict(), "max_steps": self.max_steps, "model_config": dataclasses.asdict(t.model.cfg),
                 "train_config": dataclasses.asdict(self.cfg), "model": ckpt.model_state(t.model),
                 "rng": ckpt.rng_state(), "tokenizer": self.tokenizer_text,
-                "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by()}
+                "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by(),
+                "threads": torch.get_num_threads()}
 
     def load_state_dict(self, s: dict) -> None:
         t = self.trainer
@@ -218,40 +224,25 @@ class Run:
         if self.is_main:
             runlog.append(self.out / runlog.LOG_FILE, record)
 
-    # ------------------------------------------------------------------ progress and the time budget
-    def _progress(self, rec: dict, step_s: float) -> None:
-        tok_s = rec["tokens"] / step_s
-        mfu = rec["flops"] / step_s / self.peak
-        left = (self.max_steps - self.trainer.step) * step_s
-        if self.cfg.time_budget > 0:
-            left = min(left, self.cfg.time_budget * 60 - self.elapsed)
-        rec.update(tokens_per_s=tok_s, mfu=mfu, elapsed_s=self.elapsed)
-        line = (f"step {self.trainer.step:6d}/{self.max_steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | "
-                f"{tok_s:8.0f} tok/s | MFU {100 * mfu:5.2f}% | skipped {self.trainer.skipped} | "
-                f"ETA {int(left // 60)}m{int(left % 60):02d}s")
-        if self.is_main:  # one updating line on a terminal, plain lines otherwise
-            if sys.stdout.isatty():
-                print("\r" + line, end="", flush=True)
-            elif self.trainer.step % self.cfg.log_every == 0 or self.trainer.step == 1:
-                self.log(line)
-
-    def _fit_schedule_to_budget(self) -> None:
-        """With --time-budget, shrink max_steps once to the steps that fit, so that the learning rate has
-        decayed to min_lr when time runs out (a run cut off at its peak lr ends with noisy weights).
-        Decided once, at step CALIBRATE_AT, and saved with the state: a resumed run keeps the decision."""
-        step = self.trainer.step
-        per_step = (self.elapsed - self._calibrate_t0) / (self.CALIBRATE_AT - self.CALIBRATE_FROM)
-        fits = step + int(0.9 * (self.cfg.time_budget * 60 - self.elapsed) / per_step)  # 10% for evaluations
-        fits = max(fits, self.cfg.warmup_steps + 1, step + 1)
-        if fits >= self.max_steps:
+    # ------------------------------------------------------------------ the time budget
+    def refit_to_budget(self) -> None:
+        """--time-budget: re-fit max_steps to what the remaining time allows (machinery.progress.Budget), so
+        the learning rate has decayed to min_lr when time runs out; said when it moves by more than 5 %."""
+        fits = self.budget.refit(self.trainer.step, self.elapsed, self._eval_s)
+        if fits is None or fits == self.max_steps:
             return
-        if isinstance(self.trainer.schedule, Schedule):
-            self.trainer.schedule.set_total_steps(fits)
-            self.log(f"time budget {self.cfg.time_budget} min at {per_step:.2f} s/step: max_steps "
-                     f"{self.max_steps} -> {fits}, the schedule decays to min_lr by then")
-            self.max_steps = fits
-        else:
-            self.log("time budget: PyTorch's schedulers cannot be shortened mid-run; the schedule follows max_steps")
+        if not isinstance(self.trainer.schedule, Schedule):
+            if not self._said_torch_schedule:
+                self.log("time budget: PyTorch's schedulers cannot be re-fitted mid-run; the schedule follows "
+                         "max_steps, and the run stops when time is up")
+                self._said_torch_schedule = True
+            return
+        if abs(fits - self._said_steps) > 0.05 * self._said_steps:
+            self.log(f"time budget {self.cfg.time_budget} min: max_steps {self._said_steps} -> {fits}, the "
+                     f"schedule decays to min_lr by then")
+            self._said_steps = fits
+        self.trainer.schedule.set_total_steps(fits)
+        self.max_steps = fits
 
     # ------------------------------------------------------------------ the loop
     def _evaluate(self) -> dict | None:
@@ -304,26 +295,31 @@ class Run:
                         f"{where}. Lower --lr, keep --grad-clip on, use --precision bf16 rather than fp16, or "
                         f"check the data.")
                 continue
-            self._progress(rec, time.perf_counter() - t0)
+            if self.budget is not None:
+                self.refit_to_budget()
+            seconds_left = cfg.time_budget * 60 - self.elapsed if cfg.time_budget > 0 else float("inf")
+            line = self.progress.update(rec, time.perf_counter() - t0, self.max_steps, seconds_left)
+            rec["elapsed_s"] = self.elapsed
             out_of_time = cfg.time_budget > 0 and self.elapsed >= cfg.time_budget * 60
             if t.world > 1:   # every rank must stop at the same step
                 out_of_time = bool(t.all_reduce(torch.tensor([float(out_of_time)], device=t.device)).item() > 0)
-            if t.step == self.CALIBRATE_FROM:
-                self._calibrate_t0 = self.elapsed
-            if t.step == self.CALIBRATE_AT and cfg.time_budget > 0 and self._calibrate_t0 is not None:
-                self._fit_schedule_to_budget()
             last = t.step == self.max_steps or out_of_time
-            if t.step % cfg.log_every == 0 or t.step == 1 or last:
+            log_now = t.step % cfg.log_every == 0 or t.step == 1 or last
+            if self.is_main:
+                self.progress.show(line, log_now)
+            if log_now:
                 self.write_log(rec)
+            t_eval = time.perf_counter()
             if t.step % cfg.eval_every == 0 or last:
-                if self.is_main and sys.stdout.isatty():
-                    print()
                 last_eval = self._evaluate()
             if t.step % cfg.save_every == 0 or last:
                 self.save()
+            if t.step % cfg.eval_every == 0:
+                self._eval_s = time.perf_counter() - t_eval
             if out_of_time:
                 self.log(f"time budget of {cfg.time_budget} min reached at step {t.step}")
                 break
+        self.progress.end()
         if t.val_set is None:   # nothing to select on: the final weights are the model
             self.save_best({})
         chosen = ("the final weights, no validation pairs" if t.val_set is None else

@@ -475,8 +475,8 @@ function renderMetrics(data) {
   } else {
     status.textContent = t("log_status", recs.length, data.log_path, new Date().toLocaleTimeString(state.lang === "tr" ? "tr-TR" : "en-GB"));
   }
-  // The trainer (minillm/trainer.py) writes "train" records {loss, lr, ...} every step and "eval" records
-  // {nll, perplexity, accuracy, bleu, chrf, ...}. The validation curve uses nll (mean cross-entropy per token,
+  // The trainer (minillm/machinery/run.py; the format is machinery/runlog.py) writes "train" records {loss, lr,
+  // ...} every --log-every steps and "eval" records {nll, perplexity, accuracy, bleu, chrf, ...}. The validation curve uses nll (mean cross-entropy per token,
   // nats): the training loss may include label smoothing, nll never does, so they differ by that much.
   const S = (label, kind, keys, color) => ({ label, color, points: seriesOf(recs, kind, keys) });
   drawLineChart($("chart-loss"), t("chart_loss"), [
