@@ -182,12 +182,16 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)   # (B, L, C) -> (B, H, L, D)
 
     def _project(self, x: Tensor, *linears: nn.Linear) -> tuple[Tensor, ...]:
-        """Apply several of the projections to the same input with ONE matmul on their stacked weights.
+        """Apply several of the projections to the same input: self-attention projects q, k, v of x,
+        cross-attention k, v of the source. The weights stay four separate nn.Linear, as the interface promises.
 
-        The same numbers as calling each nn.Linear (up to float rounding), but one (n·C × C) matmul keeps
-        the cores busier than n small ones: self-attention projects q, k, v of x together, cross-attention
-        k, v of the source. The weights stay four separate nn.Linear, as the interface promises.
+        Training: ONE matmul on their stacked weights, the same numbers (up to float rounding) with the cores
+        busier than n small matmuls. Without gradients (evaluation, decoding) each nn.Linear runs on its own:
+        stacking copies the n weight matrices at every call, which for one decoded token is as much memory
+        traffic as the matmul itself.
         """
+        if not torch.is_grad_enabled():
+            return tuple(lin(x) for lin in linears)                               # n × (B, L, C)
         weight = torch.cat([lin.weight for lin in linears])                      # (n·C, C)
         bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
         return F.linear(x, weight, bias).split(self.d_model, dim=-1)          # (B, L, n·C) -> n × (B, L, C)

@@ -38,10 +38,13 @@ class DecoderCache:
     cross_kv: one KVCache per decoder layer with the source's keys/values, computed ONCE in make_cache;
     src_mask: (B, S) bool, True = real source token;
     tgt_mask: (B, length) bool, True = real (non-pad) target token so far.
+    src_all_real, tgt_all_real: no padding at all, so decode_step can skip building and applying that mask
+    (the fused attention kernel is fastest without one; a step at batch 1 is mostly such overheads).
     """
 
     def __init__(self, self_kv: list[KVCache], cross_kv: list[KVCache], src_mask: Tensor, tgt_mask: Tensor):
         self.self_kv, self.cross_kv, self.src_mask, self.tgt_mask = self_kv, cross_kv, src_mask, tgt_mask
+        self.src_all_real, self.tgt_all_real = bool(src_mask.all()), bool(tgt_mask.all())
 
     @property
     def length(self) -> int:
@@ -195,10 +198,15 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"tgt_ids has batch {tgt_ids.size(0)} but the cache holds {cache.src_mask.size(0)} rows")
         start, T_new = cache.length, tgt_ids.size(1)
         x = self._embed(tgt_ids, start)                                 # (B, T_new, C) at positions start…
-        cache.tgt_mask = torch.cat([cache.tgt_mask, padding_mask(tgt_ids, self.cfg.pad_id)], dim=1)  # (B, T_all)
-        # subtle: bottom-right-aligned causal mask: the T_new queries are the last T_new of T_all keys.
-        self_mask = causal_padding_mask(cache.tgt_mask, T_new)          # (B, T_new, T_all)
-        h, cross = self.decoder(x, None, self_mask, cache.src_mask[:, None, :], self_kv=cache.self_kv,
+        new_mask = padding_mask(tgt_ids, self.cfg.pad_id)               # (B, T_new)
+        cache.tgt_mask = torch.cat([cache.tgt_mask, new_mask], dim=1)   # (B, T_all)
+        cache.tgt_all_real = cache.tgt_all_real and bool(new_mask.all())
+        # subtle: bottom-right-aligned causal mask: the T_new queries are the last T_new of T_all keys. ONE new
+        # query among real tokens may see every key, so then no mask is needed at all (the usual decoding step).
+        self_mask = (None if T_new == 1 and cache.tgt_all_real else
+                     causal_padding_mask(cache.tgt_mask, T_new))       # (B, T_new, T_all)
+        cross_mask = None if cache.src_all_real else cache.src_mask[:, None, :]   # (B, 1, S)
+        h, cross = self.decoder(x, None, self_mask, cross_mask, self_kv=cache.self_kv,
                                 cross_kv=cache.cross_kv, rotary=self.rotary, need_weights=need_weights)
         logits = self._logits(h)                                        # (B, T_new, V)
         return (logits, cross) if need_weights else logits
