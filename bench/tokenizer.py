@@ -8,7 +8,13 @@ For each: seconds to train at vocab 8000, encode MB/s on the whole text as one s
 `tokenizers` (Rust) is an optional peer: if it is importable, its ByteLevel BPE trainer is measured in the same
 run with the same vocabulary size and minimum pair frequency, and the ratios are printed. It is never required.
 
-    python bench/tokenizer.py [--vocab 8000] [--repeats 3]
+Then "1 MB in one word": text with no space in it is one pre-tokenised chunk, so encoding it is one call of
+`merge_chunk` on n bytes ('ı' * 500_000 is 1 MB of UTF-8; so is 'a' * 1_000_000). The tokenizer is trained on
+runs of those letters, so every byte takes part in about log2(1024) merges: the worst case. The textbook loop
+(`BPETokenizer(merges, textbook=True)`, O(n^2)) is timed beside the fast one on words small enough to wait for,
+doubling the size: the time grows about 4x per doubling for the textbook loop, about 2x for `merge_chunk`.
+
+    python bench/tokenizer.py [--vocab 8000] [--repeats 3] [--only corpora|one-word]
 """
 import argparse
 import json
@@ -86,12 +92,43 @@ def measure_peer(texts, vocab, repeats):
     return train_s, encode_s, len(enc.ids), tok.get_vocab_size()
 
 
+def measure_one_word(repeats, textbook_chars=(2_000, 4_000, 8_000)):
+    merges = BPETokenizer.train(["ı" * 1024, "a" * 1024] * 2, vocab_size=400).merges
+    print(f"1 MB in one word (a tokenizer of {len(merges)} merges, trained on runs of 'ı' and 'a'):")
+    for letter, n in (("ı", 500_000), ("a", 1_000_000)):
+        word = letter * n
+        # a fresh tokenizer each time: with a warm cache the second call would only be a dictionary look-up
+        seconds, ids = best_of(repeats, lambda: BPETokenizer(merges).encode(word))
+        assert BPETokenizer(merges).decode(ids) == word
+        print(f"  {letter!r} * {n:,} ({len(word.encode()) / 1e6:.1f} MB): encode {seconds:5.2f} s "
+              f"({len(word.encode()) / 1e6 / seconds:.2f} MB/s), {len(ids):,} tokens")
+    print("  textbook loop vs merge_chunk on smaller words of 'ı' (time per size; x = growth when the size doubles):")
+    previous = None
+    for n in textbook_chars:
+        word = "ı" * n
+        old_s, old_ids = best_of(1, lambda: BPETokenizer(merges, textbook=True).encode(word))
+        new_s, new_ids = best_of(repeats, lambda: BPETokenizer(merges).encode(word))
+        assert old_ids == new_ids
+        growth = f"  (x{old_s / previous[0]:.1f} vs x{new_s / previous[1]:.1f})" if previous else ""
+        print(f"  {n * 2 / 1e3:5.0f} KB: textbook {old_s:6.3f} s   merge_chunk {new_s:6.4f} s   "
+              f"{old_s / new_s:6.0f}x faster{growth}")
+        previous = (old_s, new_s)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=int, default=8000, help="vocabulary size (default 8000)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--only", choices=("corpora", "one-word"), help="run one part only (default: both)")
     args = parser.parse_args()
 
+    if args.only != "one-word":
+        measure_corpora(args)
+    if args.only != "corpora":
+        measure_one_word(args.repeats)
+
+
+def measure_corpora(args):
     corpora = [("(a) turkish-law-chatbot test.json", law_corpus()), ("(b) Python stdlib source", stdlib_corpus())]
     for name, texts in corpora:
         if texts is None:

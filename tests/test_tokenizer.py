@@ -2,7 +2,9 @@
 
 minillm.bpe holds the textbook BPE loop (recount every pair after every merge) next to the fast, incremental
 trainer. The tests check the textbook loop by hand and against `reference_merges` below (an oracle outside the
-library), and the fast trainer against the textbook loop.
+library), and the fast trainer against the textbook loop. Encoding likewise: minillm.tokenizer's
+`merge_chunk_textbook` (rescan the chunk after every merge) is checked by hand, and `merge_chunk` (one rank at a
+time, O(n log n)) against it. Their speed on a 1 MB word is measured in bench/tokenizer.py, not here.
 """
 import os
 import re
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minillm import bpe
-from minillm.tokenizer import FIRST_MERGE_ID, PATTERN, BPETokenizer, count_chunks
+from minillm.tokenizer import FIRST_MERGE_ID, PATTERN, BPETokenizer, count_chunks, merge_chunk, merge_chunk_textbook
 
 A, B, C, D = (ord(ch) + 3 for ch in "abcd")  # byte token id = byte value + 3
 
@@ -172,6 +174,76 @@ def test_merges_never_cross_chunk_boundaries(turkish_tok, text):
     assert turkish_tok.encode(text) == per_chunk
 
 
+def ranks_of(merges):
+    """Merge ranks as the tokenizer defines them, written out here: the i-th merge makes token FIRST_MERGE_ID + i."""
+    return {pair: FIRST_MERGE_ID + i for i, pair in enumerate(merges)}
+
+
+@pytest.mark.parametrize("merge", [merge_chunk_textbook, merge_chunk])
+def test_merge_chunk_by_hand(merge):
+    Z, Y, X = FIRST_MERGE_ID, FIRST_MERGE_ID + 1, FIRST_MERGE_ID + 2
+    # Overlapping pairs merge from the left: "aaa" -> Z a; "aaaa" -> Z Z, then (Z, Z) -> Y.
+    assert merge([A, A, A], ranks_of([(A, A)])) == [Z, A]
+    assert merge([A, A, A, A], ranks_of([(A, A), (Z, Z)])) == [Y]
+    assert merge([A, A, A, A, A], ranks_of([(A, A), (Z, A), (Z, Z)])) == [Z, Y]  # aa aa a: Z Z a -> Z (Z a)
+    # The earliest merge wins wherever it is: in "abc", (b, c) before (a, b) gives a Z, the reverse gives Z c.
+    assert merge([A, B, C], ranks_of([(B, C), (A, B)])) == [A, Z]
+    assert merge([A, B, C], ranks_of([(A, B), (B, C)])) == [Z, C]
+    # A merge found only after two others have made its parts: (a b)(c d) -> Z Y -> X.
+    assert merge([A, B, C, D, A], ranks_of([(A, B), (C, D), (Z, Y)])) == [X, A]
+    assert merge([], ranks_of([(A, A)])) == [] and merge([A], ranks_of([(A, A)])) == [A]
+    ids = [A, B, A]
+    merge(ids, ranks_of([(A, B)]))
+    assert ids == [A, B, A]  # the caller's list is not changed
+
+
+# Runs of repeated pieces ("aaaa", "ıııı", "abab") next to Turkish letters, emoji, a lone surrogate and spaces:
+# long overlapping runs, many equal pairs, and merges inside multi-byte characters.
+PIECES = ["a", "b", "ab", "aab", "ı", "İ", "ş", "ğı", "😀", "\ud800", " ", " a", "1"]
+runs_text = st.lists(st.tuples(st.sampled_from(PIECES), st.integers(1, 40)), max_size=10).map(
+    lambda runs: "".join(piece * count for piece, count in runs))
+
+
+@st.composite
+def random_merges(draw, texts):
+    """Up to 30 well-formed merges (each made of bytes or earlier merges) among the byte ids of `texts`; unlike
+    trained merges, their order is arbitrary, so any pair may outrank any other."""
+    ids = sorted({b + 3 for text in texts for b in text.encode("utf-8", "surrogatepass")}) or [A]
+    merges = []
+    for _ in range(draw(st.integers(0, 30))):
+        pair = (draw(st.sampled_from(ids)), draw(st.sampled_from(ids)))
+        if pair not in merges:
+            merges.append(pair)
+            ids.append(FIRST_MERGE_ID + len(merges) - 1)
+    return merges
+
+
+@given(st.data(), st.lists(st.one_of(runs_text, any_text), min_size=1, max_size=3), st.integers(0, 40))
+def test_fast_encoding_equals_textbook_loop(data, texts, n_trained):
+    text = "".join(texts)
+    trained = BPETokenizer.train(texts, vocab_size=FIRST_MERGE_ID + n_trained, min_frequency=1).merges
+    for merges in (trained, data.draw(random_merges(texts))):
+        # the whole text as one chunk (the functions), and split by the pattern (the tokenizer, both paths)
+        byte_ids = [b + 3 for b in text.encode("utf-8", "surrogatepass")]
+        assert merge_chunk(byte_ids, ranks_of(merges)) == merge_chunk_textbook(byte_ids, ranks_of(merges))
+        ids = BPETokenizer(merges).encode(text)
+        assert ids == BPETokenizer(merges, textbook=True).encode(text)
+        assert BPETokenizer(merges).decode(ids) == text
+
+
+def test_fast_encoding_equals_textbook_loop_on_long_words():
+    # One-word chunks of a few thousand bytes: long enough for deep merges, short enough for the O(n^2) loop.
+    tok = BPETokenizer.train(["ı" * 512, "a" * 512, "ab" * 256, "aab" * 128] * 2, vocab_size=FIRST_MERGE_ID + 60)
+    textbook = BPETokenizer(tok.merges, textbook=True)
+    for word in ["ı" * 1500, "a" * 3001, "ab" * 1500 + "a", "aab" * 1000, "ı" * 700 + "i" + "ı" * 701,
+                 "a" * 1000 + "ab" * 500 + "aab" * 333 + "ı" * 999]:
+        assert re.findall(PATTERN, word) == [word]  # one chunk, as in the issue's 50 MB one-word line
+        ids = tok.encode(word)
+        assert ids == textbook.encode(word)
+        assert tok.decode(ids) == word
+        assert len(ids) < len(word.encode("utf-8")) / 20  # the runs did merge deeply
+
+
 def test_training_compresses_turkish(turkish_tok):
     text = "Türkiye Cumhuriyeti bir hukuk Devletidir."
     assert len(turkish_tok.encode(text)) < len(text.encode("utf-8")) / 2
@@ -267,7 +339,7 @@ def _corrupt(lines, how):
 @pytest.mark.parametrize("how,message", [
     ("truncated", "truncated"), ("no_end", "expected 'end'"), ("wrong_version", "minillm-bpe 1"),
     ("other_format", "expected the header"), ("not_an_int", "two token ids"), ("forward_reference", "earlier merge"),
-    ("duplicate", "appears twice"), ("bad_pattern", "regular expression"), ("trailing", "after 'end'"),
+    ("duplicate", "appears twice"), ("bad_pattern", "pre-tokenisation pattern"), ("trailing", "after 'end'"),
 ])
 def test_load_rejects_damaged_files_with_clear_errors(turkish_tok, tmp_path, how, message):
     good = tmp_path / "good.bpe"
