@@ -11,14 +11,21 @@
 
 Each decoding flag maps to a field of minillm.generation.GenerationConfig, and takes its type, range and help
 from minillm.decoding.SETTINGS; the script only parses arguments and calls the library
-(minillm.checkpoint.load, minillm.generation.generate, minillm.machinery.web.serve).
+(minillm.checkpoint.load, minillm.generation.generate and stream, minillm.machinery.web.serve).
 A bad flag or value exits 2 with one line on stderr.
+
+The interactive prompt (no questions, stdin a terminal): line editing and a history for the session through the
+standard library's readline where it exists (nothing is written to disk: questions may be private); "…" on
+stderr as soon as a question is sent, then the answer streamed on stdout as it is produced (beam search: at the
+end); Ctrl-C during an answer cancels it and asks again. Ctrl-D or a quit word (quit, exit, q, :q, çık, çıkış,
+in any case) ends with exit status 0; Ctrl-C at the prompt ends with 130, the shell's code for "interrupted".
 """
 import argparse
 import sys
+import unicodedata
 
 from minillm.checkpoint import CheckpointError, load
-from minillm.generation import SETTINGS, GenerationConfig, generate
+from minillm.generation import SETTINGS, GenerationConfig, generate, stream
 from minillm.machinery.cli import OneLineParser
 from minillm.machinery.device import DEVICES, resolve_device
 
@@ -30,6 +37,8 @@ FLAGS = {
     "--repetition-penalty": "repetition_penalty", "--no-repeat-ngram": "no_repeat_ngram_size", "--seed": "seed",
 }
 TYPES = {"choice": str, "int": int, "number": float}
+# Typed alone at the prompt, these end the session instead of going to the model ("cikis": a keyboard without ç, ı).
+QUIT_WORDS = {"quit", "exit", "q", ":q", "çık", "çıkış", "cik", "cikis"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +80,56 @@ def read_questions(args, parser) -> list[str] | None:
     if args.input is not None:
         parser.error(f"--input {args.input}: the file holds no questions")
     return None
+
+
+def turkish_lower(text: str) -> str:
+    """Lower case with Turkish dotted and dotless i: "I" -> "ı", "İ" -> "i" ("ÇIKIŞ".lower() is "çikiş")."""
+    return text.replace("I", "ı").replace("İ", "i").lower()
+
+
+def is_quit_word(line: str) -> bool:
+    word = unicodedata.normalize("NFC", line.strip())      # "ç" typed as c + combining cedilla is "ç" too
+    return not {word.lower(), turkish_lower(word)}.isdisjoint(QUIT_WORDS)
+
+
+def ask(prompt: str) -> str:
+    """One line from the terminal. With stdout a terminal too, input() runs readline and draws the prompt itself,
+    so it knows where the line starts (the arrows, Ctrl-U and the history work); with stdout redirected the
+    prompt goes to stderr, since stdout holds only answers, and input() reads a plain line."""
+    if sys.stdout.isatty():
+        return input(prompt)
+    print(prompt, end="", file=sys.stderr, flush=True)
+    return input()
+
+
+def interactive(model, tokenizer, config: GenerationConfig) -> int:
+    """Ask, answer, until Ctrl-D or a quit word (exit status 0) or Ctrl-C at the prompt (130)."""
+    try:
+        import readline  # noqa: F401  (importing it is what gives input() line editing and history)
+    except ImportError:  # Windows: input() still works, without editing
+        pass
+    print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {config.strategy}). Bir soru yazın; Ctrl-C "
+          "yanıtı keser; çıkmak için çıkış, quit ya da Ctrl-D.", file=sys.stderr)
+    while True:
+        try:
+            question = ask("soru> ").strip()
+        except EOFError:                              # Ctrl-D
+            print(file=sys.stderr)
+            return 0
+        except KeyboardInterrupt:                     # Ctrl-C at the prompt
+            print(file=sys.stderr)
+            return 130
+        if is_quit_word(question):
+            return 0
+        if not question:
+            continue
+        print("…", end=" ", file=sys.stderr, flush=True)        # a sign of life before the first token
+        try:
+            stream(model, tokenizer, question, config, on_text=lambda piece: print(piece, end="", flush=True))
+            print(flush=True)
+        except KeyboardInterrupt:                     # Ctrl-C during the answer: drop it, ask again
+            print(flush=True)
+            print("(yanıt iptal edildi)", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -115,17 +174,7 @@ def main(argv=None) -> int:
             for answer in generate(model, tokenizer, questions, config, batch_size=args.batch_size):
                 print(answer.text, flush=True)
             return 0
-        print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {config.strategy}). "
-              "Bir soru yazın; çıkmak için Ctrl-D.", file=sys.stderr)
-        while True:
-            print("soru> ", end="", file=sys.stderr, flush=True)   # the prompt on stderr: stdout holds answers
-            line = sys.stdin.readline()
-            if not line:                                              # Ctrl-D: end of input
-                print(file=sys.stderr)
-                return 0
-            question = line.strip()
-            if question:
-                print(generate(model, tokenizer, [question], config)[0].text, flush=True)
+        return interactive(model, tokenizer, config)
     except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
         print(f"generate.py: error: {e}", file=sys.stderr)
         return 1

@@ -245,19 +245,17 @@ def check_finite(logits: torch.Tensor, step: int) -> None:
     working model produces those, and we would rather call them corrupt too."""
     row_ok = torch.isfinite(logits.sum(dim=-1))                               # (B,)
     if not bool(row_ok.all()):
-        rows = (~row_ok).nonzero().flatten().tolist()
-        raise FloatingPointError(
-            f"the model produced non-finite logits (NaN or inf) at decoding step {step} for batch rows {rows}; "
-            "the checkpoint's weights are probably corrupt (a diverged training run?)")
+        raise FloatingPointError(f"the model produced non-finite logits (NaN or inf) at decoding step {step} for "
+                                 f"batch rows {(~row_ok).nonzero().flatten().tolist()}; the checkpoint's weights "
+                                 "are probably corrupt (a diverged training run?)")
 
 
 def check_not_empty(logits: torch.Tensor, step: int) -> None:
     """After the processors every row must keep at least one token (no_repeat_ngram_size can ban them all)."""
     empty = torch.isneginf(logits).all(dim=-1)                               # (B,)
     if empty.any():
-        raise ValueError(
-            f"every token was ruled out at decoding step {step} for batch rows "
-            f"{empty.nonzero().flatten().tolist()}; no_repeat_ngram_size is too small for this vocabulary")
+        raise ValueError(f"every token was ruled out at decoding step {step} for batch rows "
+                         f"{empty.nonzero().flatten().tolist()}; no_repeat_ngram_size is too small for this vocabulary")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,8 +302,9 @@ class StepDecoder:
             self.src = self.src.index_select(0, index)
 
 
-def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, special: SpecialIds):
-    """src: (B, S) padded source ids. Returns, per row, (answer ids without <bos>/<eos>, finished at <eos>)."""
+def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, special: SpecialIds, on_token=None):
+    """src: (B, S) padded source ids. Returns, per row, (answer ids without <bos>/<eos>, finished at <eos>).
+    ``on_token(rows, next_ids)``, when given, sees each step's new ids (B,) and their rows' indices (streaming)."""
     B = src.size(0)
     decoder = StepDecoder(model, src, config.use_cache)
     generator = None
@@ -332,9 +331,10 @@ def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, special
             probs = logits.softmax(dim=-1)                                    # (B, V), filtered tokens have 0
             next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (B,)
         tokens[:, t + 1] = next_ids
+        if on_token is not None:
+            on_token(rows, next_ids)
         done = torch.zeros_like(next_ids, dtype=torch.bool) if config.ignore_eos else next_ids == special.eos
-        if t == config.max_new_tokens - 1:
-            done = torch.ones_like(done)
+        done = done | (t == config.max_new_tokens - 1)                       # (B,): the last step ends every row
         if done.any():
             for i in done.nonzero().flatten().tolist():
                 ids = tokens[i, 1:t + 2].tolist()

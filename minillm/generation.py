@@ -1,14 +1,17 @@
 """Questions in, answers out: ``generate`` encodes the questions, decodes them in batches with the chosen
 strategy (minillm.decoding: greedy, sample; minillm.beam: beam) and, on request, recomputes the details the web
-page draws: each answer token's probability and the decoder's cross-attention.
+page draws: each answer token's probability and the decoder's cross-attention. ``stream`` answers one question
+the same way and hands its text over piece by piece as the tokens are produced (the interactive prompt).
 
     answers = generate(model, tokenizer, ["soru 1", "soru 2"], GenerationConfig(strategy="beam"))
     answers[0].text
+    stream(model, tokenizer, "soru", on_text=lambda piece: print(piece, end="", flush=True)).text
 
 Tensor symbols: B batch, S source length, T answer length, V vocabulary, H heads, N decoder layers.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -73,9 +76,12 @@ def source_length(model) -> int:
 
 
 @torch.inference_mode()
-def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig) -> list[tuple[list[int], bool]]:
+def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig,
+               on_token=None) -> list[tuple[list[int], bool]]:
     """Generate for already tokenised sources. Returns, per source, (answer ids without <bos>/<eos>, whether
-    it ended at <eos>). The model must be in eval mode (``generate`` sees to that)."""
+    it ended at <eos>). The model must be in eval mode (``generate`` sees to that). ``on_token(rows, next_ids)``
+    is called at every step of greedy decoding and sampling (see ``decoding.greedy_or_sample``), not of beam
+    search, whose hypotheses are reordered at every step."""
     if config.max_new_tokens > answer_length(model):
         raise ValueError(f"max_new_tokens = {config.max_new_tokens} needs more decoder positions than the model "
                          f"has (max_len = {model.cfg.max_len})")
@@ -83,7 +89,28 @@ def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig) -> lis
     src = pad(src_ids, model.cfg.pad_id).to(device)                          # (B, S)
     if config.strategy == "beam":
         return [(h.ids, h.finished) for h in beam_search(model, src, config)]
-    return greedy_or_sample(model, src, config, special_ids(model))
+    return greedy_or_sample(model, src, config, special_ids(model), on_token)
+
+
+def check_question(question) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"each question must be a non-empty string, got {question!r:.60}")
+
+
+@contextmanager
+def eval_mode(model):
+    """Dropout off while generating; the model's mode is restored after (the trainer generates mid-run)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def make_answer(tokenizer, src_ids: list[int], ids: list[int]) -> Answer:
+    return Answer(text=tokenizer.decode(ids), ids=ids, src_tokens=[tokenizer.id_to_token_str(x) for x in src_ids],
+                  tgt_tokens=[tokenizer.id_to_token_str(x) for x in ids])
 
 
 @torch.inference_mode()
@@ -100,15 +127,12 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
     if isinstance(questions, str) or not isinstance(questions, (list, tuple)):
         raise TypeError(f"questions must be a list of str, got {type(questions).__name__}")
     for q in questions:
-        if not isinstance(q, str) or not q.strip():
-            raise ValueError(f"each question must be a non-empty string, got {q!r:.60}")
+        check_question(q)
     config = config or GenerationConfig()
     src_ids = [encode_source(tokenizer, q, source_length(model))[0] for q in questions]
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
     answers: list = [None] * len(src_ids)
-    was_training = model.training
-    model.eval()                                   # dropout off; restored below (the trainer generates mid-run)
-    try:
+    with eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             chunk_src = [src_ids[i] for i in chunk]
@@ -118,13 +142,66 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
                 src = pad(chunk_src, model.cfg.pad_id).to(next(model.parameters()).device)   # (B, S)
                 details = token_details(model, src, [ids for ids, _ in results], config)
             for j, i in enumerate(chunk):
-                ids = results[j][0]
-                answer = Answer(text=tokenizer.decode(ids), ids=ids,
-                                src_tokens=[tokenizer.id_to_token_str(x) for x in src_ids[i]],
-                                tgt_tokens=[tokenizer.id_to_token_str(x) for x in ids])
+                answers[i] = make_answer(tokenizer, src_ids[i], results[j][0])
                 if details is not None:
-                    answer.token_probs, answer.cross_attention = details[j]
-                answers[i] = answer
-    finally:
-        model.train(was_training)
+                    answers[i].token_probs, answers[i].cross_attention = details[j]
     return answers
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming: the answer's text while it is being produced, for the interactive prompt
+# ----------------------------------------------------------------------------------------------------------
+
+class TextStream:
+    """Turns answer tokens, arriving one at a time, into pieces of text: each piece is what
+    ``tokenizer.decode(ids so far)`` has gained since the last one, so the pieces join to the decoded answer.
+
+    subtle: a byte-level BPE token can end in the middle of a UTF-8 character (Turkish "ş" is two bytes, and two
+    tokens can share them). Decoding then ends in U+FFFD, which the next token turns into the real character;
+    so the text from its trailing U+FFFDs on is held back, and nothing shown is ever taken back (UTF-8 decodes
+    left to right: the text before an unfinished character does not change when bytes follow it). Once the
+    text ends in a whole character, decoding restarts from the next token: each step decodes a few tokens,
+    not the whole answer again."""
+
+    def __init__(self, tokenizer, on_text):
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.text = ""                 # every piece shown so far, joined
+        self.pending: list[int] = []   # the tokens since the text last ended in a whole character
+        self.pending_shown = 0         # how many characters of decode(pending) are already shown
+
+    def show(self, piece: str) -> None:
+        if piece:
+            self.text += piece
+            self.on_text(piece)
+
+    def add(self, token_id: int) -> None:
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)      # special tokens (<eos>) decode to nothing
+        whole = text.rstrip("\ufffd")                   # hold back what may be an unfinished character
+        self.show(whole[self.pending_shown:])
+        self.pending_shown = len(whole)
+        if whole == text:
+            self.pending, self.pending_shown = [], 0
+
+    def finish(self, final_text: str) -> None:
+        """Show the rest of the answer: U+FFFDs held back that stayed (invalid bytes), or a beam answer whole."""
+        assert final_text.startswith(self.text), "a piece already shown is not part of the answer"
+        self.show(final_text[len(self.text):])
+
+
+@torch.inference_mode()
+def stream(model, tokenizer, question: str, config: GenerationConfig | None = None, on_text=None) -> Answer:
+    """Answer one question as ``generate([question])`` does (the same steps: encode_source, decode_ids,
+    make_answer), calling ``on_text(piece)`` with each newly completed piece of the answer's text as greedy
+    decoding or sampling produces the tokens. Beam search cannot stream (a hypothesis ahead now may lose later):
+    its answer comes as one piece at the end. The pieces join to ``answer.text``; the ``Answer`` is returned."""
+    check_question(question)
+    config = config or GenerationConfig()
+    src_ids = encode_source(tokenizer, question, source_length(model))[0]
+    pieces = TextStream(tokenizer, on_text or (lambda piece: None))
+    on_token = None if config.strategy == "beam" else lambda rows, next_ids: pieces.add(int(next_ids[0]))
+    with eval_mode(model):
+        ids = decode_ids(model, [src_ids], config, on_token)[0][0]
+    answer = make_answer(tokenizer, src_ids, ids)
+    pieces.finish(answer.text)
+    return answer
