@@ -1,21 +1,32 @@
 """The page in a real browser: headless Chromium loads /?q=..., the page asks the API, and the answer, the token
-probabilities and the cross-attention heatmap must appear in the DOM Chromium dumps.
+probabilities and the cross-attention heatmap must appear in the page.
+
+Two ways to drive Chromium, both with the standard library only:
+  * `chromium --dump-dom` prints the DOM after the page settled (the first two tests);
+  * the DevTools protocol over a pipe (`--remote-debugging-pipe`: JSON commands on fd 3, replies on fd 4, each
+    ended by a NUL byte) runs JavaScript in the page: the layout at phone width, the request the page sent,
+    a hover over a heatmap cell.
 
 Needs Debian's `chromium` (.ci/run installs it with apt-get); skips with the reason where it is absent.
-MINILLM_SCREENSHOT_DIR=<dir> keeps the screenshot this test takes (otherwise it lives in pytest's tmp dir).
+MINILLM_SCREENSHOT_DIR=<dir> keeps the screenshots these tests take (1,400 px Turkish and English, 420 px).
 """
+import base64
+import fcntl
 import html.parser
 import json
 import os
 import pathlib
 import re
+import select
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 
 import pytest
 
+from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits
 from minillm.machinery.web import make_server
@@ -95,6 +106,19 @@ def chromium(url, tmp_path, *extra):
     return done.stdout.decode("utf-8")
 
 
+SUPERSCRIPTS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
+
+
+def shown_number(text, lang="tr"):
+    """A number as the page writes it ("0,25" or "0.25"; "2×10⁻³") back to a float."""
+    if lang == "tr":
+        text = text.replace(".", "").replace(",", ".")
+    else:
+        text = text.replace(",", "")
+    mantissa, _, power = text.partition("×10")
+    return float(mantissa) * (10.0 ** int(power.translate(SUPERSCRIPTS)) if power else 1.0)
+
+
 def test_page_answers_a_question_from_the_url_and_draws_the_heatmap(site, tmp_path):
     server, model, tok, base = site
     settings = dict(strategy="beam", num_beams=2, max_new_tokens=7)
@@ -110,10 +134,11 @@ def test_page_answers_a_question_from_the_url_and_draws_the_heatmap(site, tmp_pa
     used = json.loads(dom.by_id["used-settings"]["attrs"]["data-settings"])
     assert {k: used[k] for k in settings} == settings
 
-    # One probability chip per answer token, showing the probability with two decimals.
+    # One probability chip per answer token (and one per question token), showing the probability with two
+    # decimals, in Turkish with a decimal comma.
     chips = dom.by_class.get("tok", [])
-    assert len(chips) == len(ref.ids)
-    shown = [float(dom.text(n)) for n in dom.by_class["p"]]
+    assert len(chips) == len(ref.ids) + len(ref.src_tokens)
+    shown = [shown_number(dom.text(n)) for n in dom.by_class["p"]]
     assert shown == pytest.approx(ref.token_probs, abs=0.006)
 
     # The heatmap: T x S cells, question tokens along the top, answer tokens down the side ("·" marks a space).
@@ -173,3 +198,374 @@ def test_english_page_with_sampling_and_a_screenshot(site, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 1600)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The DevTools protocol over a pipe: JavaScript in the page, at any width
+# ----------------------------------------------------------------------------------------------------------------
+
+# Runs before the page's own script: keeps every request the page sends, so a test can read its body.
+RECORD_REQUESTS = """
+window.__requests = [];
+const pageFetch = window.fetch;
+window.fetch = (url, options) => {
+  window.__requests.push({ url: String(url), body: options && options.body });
+  return pageFetch(url, options);
+};
+"""
+
+
+class Browser:
+    """One headless Chromium, driven over --remote-debugging-pipe (Chromium reads commands on fd 3 and writes
+    replies and events on fd 4, each message a JSON object ended by a NUL byte)."""
+
+    def __init__(self, tmp_path):
+        to_chromium, self._commands = os.pipe()
+        self._replies, from_chromium = os.pipe()
+        # bash moves Chromium's pipe ends onto fds 3 and 4 (closing the originals) and execs it. (Not preexec_fn:
+        # it runs in a forked child of a process whose server thread may hold a lock. Not dash: it knows fds 0-9.)
+        # subtle: the ends are first copied to fds >= 10, so neither is itself fd 3 or 4 and clobbered by the other.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chromium, from_chromium)]
+        os.close(to_chromium)
+        os.close(from_chromium)
+        to_chromium, from_chromium = high
+        redirect = f'exec "$0" "$@" 3<&{to_chromium} 4>&{from_chromium} {to_chromium}<&- {from_chromium}>&-'
+        self.process = subprocess.Popen(
+            ["bash", "-c", redirect, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+            pass_fds=(to_chromium, from_chromium), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "HOME": str(tmp_path)})
+        os.close(to_chromium)
+        os.close(from_chromium)
+        self._next_id, self._buffer = 0, b""
+
+    def send(self, method, params=None, session=None, timeout=60):
+        """Send one command and return its result (events arriving meanwhile are dropped)."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def _receive(self, deadline):
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self._replies, 1 << 16)
+            if not chunk:
+                raise EOFError("Chromium closed the pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def close(self):
+        try:
+            self.send("Browser.close", timeout=10)
+        except (RuntimeError, TimeoutError, EOFError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+class Tab:
+    """One page of the browser at a given viewport width (CSS pixels), with the page's requests recorded."""
+
+    def __init__(self, browser, url, width, height=1000):
+        self.browser = browser
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        # mobile=False: the viewport is exactly `width` wide; a page too wide for it scrolls sideways, as on a
+        # phone, instead of being zoomed out to fit (which would hide the overflow this measures).
+        self.cmd("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.cmd("Page.enable")
+        self.cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_REQUESTS})
+        self.cmd("Page.navigate", {"url": url})
+        self.wait_for("document.readyState === 'complete'")
+
+    def cmd(self, method, params=None):
+        return self.browser.send(method, params, self.session)
+
+    def js(self, expression):
+        """Evaluate an expression in the page (promises awaited) and return its value as JSON would carry it."""
+        result = self.cmd("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not self.js(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression!r}"
+            time.sleep(0.1)
+
+    def screenshot(self, name):
+        """The whole page as a PNG in MINILLM_SCREENSHOT_DIR (nothing when it is unset); returns the path."""
+        keep = os.environ.get("MINILLM_SCREENSHOT_DIR")
+        if not keep:
+            return None
+        size = self.cmd("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {
+            "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+        path = pathlib.Path(keep) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def generate_requests(self):
+        """The bodies the page POSTed to /api/generate, parsed."""
+        return [json.loads(r["body"]) for r in self.js("window.__requests") if r["url"].endswith("/api/generate")]
+
+    def text(self, selector):
+        return self.js(f"document.querySelector({json.dumps(selector)}).innerText")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    b = Browser(tmp_path_factory.mktemp("chromium"))
+    yield b
+    b.close()
+
+
+ANSWERED = "document.getElementById('answer').dataset.state === 'done'"
+SHOWS_MESSAGE = "!document.getElementById('message').hidden"
+
+# The page's token form: a space shown as "·", a long token cut (app.js: showTok, shortTok).
+show_tok = lambda s: s.replace(" ", "·")
+short_tok = lambda s: (show_tok(s)[:13] + "…") if len(show_tok(s)) > 14 else show_tok(s)
+
+
+def used_pills(tab):
+    """The "settings used" line: one "name value" string per setting."""
+    return tab.js("Array.from(document.querySelectorAll('#used-settings .kv'), e => e.innerText.replace(/\\s+/g, ' '))")
+
+
+def check_controls_follow_info(tab, info):
+    """Every setting the API knows has a control, whose bounds are /api/info's and whose label shows them."""
+    assert set(info["defaults"]) == set(SETTINGS)
+    controls = tab.js("Array.from(document.querySelectorAll('#settings input, #settings select'), c => ({"
+                      "id: c.id, min: c.getAttribute('min'), max: c.getAttribute('max'),"
+                      "range: c.closest('label').querySelector('.range')?.textContent ?? null,"
+                      "tip: c.closest('label').title}))")
+    by_id = {c["id"]: c for c in controls}
+    assert set(by_id) == set(info["defaults"]), "a setting of the API has no control on the page (or vice versa)"
+    number = lambda x: None if x is None else float(x)   # JavaScript numbers are doubles: 2**63 - 1 rounds
+    for name, bounds in info["ranges"].items():
+        control = by_id[name]
+        assert number(control["max"]) == number(bounds["max"]), name
+        assert number(control["min"]) == (number(bounds["min"]) if bounds["min_inclusive"] else None), name
+        assert control["range"] and control["tip"], name  # the range is shown, and the tooltip explains it
+    return by_id
+
+
+def check_heatmap_rows(tab, tgt_tokens, src_tokens, lang):
+    """Every row of the heatmap has its own label (no two overlap) and every cell a tooltip naming the answer
+    token, the question token and the weight; a hover writes the same into the readout."""
+    rows = tab.js("Array.from(document.querySelectorAll('#heatmap text.tgt-label'), e => ({text: e.textContent,"
+                  "y: e.getBBox().y, h: e.getBBox().height, tip: e.parentNode.querySelector('title').textContent}))")
+    assert [r["text"] for r in rows] == [short_tok(s) for s in tgt_tokens]
+    assert all(f"#{i}," in r["tip"] for i, r in enumerate(rows))  # the tooltip: index, id, probability
+    for above, below in zip(rows, rows[1:]):
+        assert below["y"] >= above["y"] + above["h"] - 0.5, "two row labels overlap"
+    cells = tab.js("Array.from(document.querySelectorAll('#heatmap rect.cell'), "
+                   "c => c.querySelector('title').textContent)")
+    T, S = len(tgt_tokens), len(src_tokens)
+    assert len(cells) == T * S
+    decimal = "," if lang == "tr" else "."
+    for k in (0, T * S - 1, (T // 2) * S + S // 2):
+        i, j = divmod(k, S)
+        assert f"#{i} «{show_tok(tgt_tokens[i])}»" in cells[k] and f"#{j} «{show_tok(src_tokens[j])}»" in cells[k]
+        assert re.search(rf"\d{re.escape(decimal)}\d{{3}}$", cells[k]), cells[k]
+    tab.js(f"document.querySelectorAll('#heatmap rect.cell')[{T * S - 1}]"
+           ".dispatchEvent(new PointerEvent('pointerover', {bubbles: true}))")
+    assert tab.text("#heatmap-readout") == cells[T * S - 1]
+    assert tab.js("document.querySelectorAll('#heatmap-head text.lit, #heatmap text.lit').length") == 2
+
+
+def test_turkish_page_honours_url_settings_and_speaks_turkish(site, browser):
+    """At 1,400 px, in Turkish: URL settings reach the request and generate; every setting has a control with the
+    server's bounds; nothing shows an API name, null or a decimal point; the question is shown as its tokens."""
+    server, model, tok, base = site
+    settings = dict(no_repeat_ngram_size=3, repetition_penalty=1.3, max_new_tokens=20)
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, **settings}), 1400)
+    tab.wait_for(ANSWERED)
+
+    # The URL's settings reached the request, the controls, and generate (the answer is the library's).
+    (request,) = tab.generate_requests()
+    assert {k: request[k] for k in settings} == settings and request["question"] == QUESTION
+    controls = check_controls_follow_info(tab, server.service.info())
+    assert tab.js("document.getElementById('no_repeat_ngram_size').value") == "3"
+    ref = generate(model, tok, [QUESTION], GenerationConfig(**settings), return_details=True)[0]
+    assert tab.text("#answer") == ref.text
+    used = json.loads(tab.js("document.getElementById('used-settings').dataset.settings"))
+    assert {k: used[k] for k in settings} == settings
+    pills = used_pills(tab)
+    assert "Tekrarsız n-gram 3" in pills and "Tekrar cezası 1,3" in pills and "Strateji açgözlü" in pills
+    assert "Tohum yok" in pills
+
+    # No API names, no "null", no raw server words anywhere in the visible page; the model panel speaks Turkish.
+    page = tab.text("body")
+    for name in list(SETTINGS) + list(model.cfg.__dataclass_fields__):
+        if "_" in name or name in SETTINGS:  # ("dropout", "bias" and "norm" are Turkish words of the trade too)
+            assert not re.search(rf"\b{name}\b", page), f"the Turkish page shows the API name {name!r}"
+    for word in ("strategy", "seed", "greedy ", "null", "true", "false", "Settings used"):
+        assert word not in page, word
+    config_labels = tab.js("Array.from(document.querySelectorAll('#config-table tr'), r => r.cells[0].innerText)")
+    assert "Sözlük boyutu (V)" in config_labels and not set(config_labels) & set(model.cfg.__dataclass_fields__)
+
+    # Turkish numbers: a decimal comma everywhere (the parameter count's 52.480 groups thousands; the paths and
+    # the clock are not numbers).
+    # (a fast machine makes over 1.000 tokens per second: Turkish groups thousands with a dot)
+    grouped = r"\d{1,3}(\.\d{3})*"
+    assert re.fullmatch(rf"\d+ token, {grouped}(,\d+)? sn \(saniyede {grouped}(,\d)? token\)", tab.text("#status"))
+    probs = tab.js("Array.from(document.querySelectorAll('#tokens .p'), e => e.textContent)")
+    assert all(re.fullmatch(r"\d,\d\d|\d×10⁻\d", p) for p in probs), probs
+    assert [shown_number(p) for p in probs] == pytest.approx(ref.token_probs, abs=0.006)
+    for selector in ("#tokens", "#used-settings", "#settings", "#heat-scale", "#charts"):
+        assert not re.search(r"\d\.\d", tab.text(selector) if selector != "#heat-scale" else
+                             tab.js("document.getElementById('heat-scale').textContent")), selector
+    assert "0,01 ≤ x ≤ 10" in controls["temperature"]["range"] and "0 < x ≤ 1" == controls["top_p"]["range"]
+    assert "0,05" in tab.js("document.getElementById('heat-scale').textContent")
+    assert "×10⁻" in tab.js("document.getElementById('chart-lr').textContent")  # learning-rate ticks
+
+    # The teaching view: the question as its tokens (ids too, once the API sends them), the answer's tokens
+    # coloured by probability, and every heatmap row named.
+    src = tab.js("Array.from(document.querySelectorAll('#src-tokens .tok'), e => e.querySelector('.t').textContent)")
+    assert src == [show_tok(s) for s in ref.src_tokens]
+    body = server.service.answer(QUESTION, dict(settings))
+    if "src_ids" in body:
+        ids = tab.js("Array.from(document.querySelectorAll('#src-tokens .id'), e => Number(e.textContent))")
+        assert ids == body["src_ids"]
+    else:
+        assert "id'lerini göndermiyor" in tab.text("#src-hint")
+    colours = tab.js("Array.from(document.querySelectorAll('#tokens .tok'), e => e.style.backgroundColor)")
+    # The scale runs orange -> yellow -> blue: its blue channel grows with the probability.
+    blue = [int(re.findall(r"\d+", c)[2]) for p, c in sorted(zip(ref.token_probs, colours))]
+    assert blue == sorted(blue) and blue[-1] - blue[0] > 30 * (max(ref.token_probs) - min(ref.token_probs))
+    check_heatmap_rows(tab, ref.tgt_tokens, ref.src_tokens, "tr")
+    assert "· = boşluk" in tab.text("#attention-panel") and "· = boşluk" in tab.text("#answer-panel")
+    assert tab.js("document.documentElement.scrollWidth <= window.innerWidth")
+    tab.screenshot("minillm-1400-tr.png")
+
+
+def test_english_page_with_beam_search_and_the_new_controls(site, browser):
+    """At 1,400 px, in English: beam search with a no-repeat n-gram size from the URL; English labels, decimal
+    points; switching to Turkish and back relabels everything, the answer included."""
+    server, model, tok, base = site
+    settings = dict(strategy="beam", num_beams=3, no_repeat_ngram_size=2, repetition_penalty=1.2, max_new_tokens=16)
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, "lang": "en", **settings}), 1400)
+    tab.wait_for(ANSWERED)
+    (request,) = tab.generate_requests()
+    assert {k: request[k] for k in settings} == settings
+    ref = generate(model, tok, [QUESTION], GenerationConfig(**settings), return_details=True)[0]
+    assert tab.text("#answer") == ref.text
+    pills = used_pills(tab)
+    assert "No-repeat n-gram 2" in pills and "Repetition penalty 1.2" in pills and "Strategy beam search" in pills
+    assert "Seed none" in pills
+    assert tab.js("document.querySelector('label[data-tip=tip_no_repeat_ngram_size]').title").startswith(
+        "The answer never holds the same n-token sequence")
+    grouped = r"\d{1,3}(,\d{3})*"
+    assert re.fullmatch(rf"\d+ tokens, {grouped}(\.\d+)? s \({grouped}(\.\d)? tokens/s\)", tab.text("#status"))
+    probs = tab.js("Array.from(document.querySelectorAll('#tokens .p'), e => e.textContent)")
+    assert all(re.fullmatch(r"\d\.\d\d|\d×10⁻\d", p) for p in probs), probs
+    check_heatmap_rows(tab, ref.tgt_tokens, ref.src_tokens, "en")
+    assert "Vocabulary size (V)" in tab.text("#config-table")
+    tab.screenshot("minillm-1400-en.png")
+
+    tab.js("document.getElementById('lang-toggle').click()")
+    assert tab.text("#ask-button") == "Sor" and "Tekrarsız n-gram 2" in tab.text("#used-settings")
+    assert tab.text("#answer") == ref.text
+
+
+def test_phone_width_has_no_sideways_scroll_and_a_compact_title(site, browser):
+    """At 420 px (a phone), in Turkish and in English, after an answer and its heatmap are drawn: the page is no
+    wider than the screen, and the title takes at most two short lines."""
+    server, model, tok, base = site
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, "max_new_tokens": 24}), 420, 900)
+    tab.wait_for(ANSWERED)
+    for lang in ("tr", "en"):
+        assert tab.js("document.documentElement.lang") == lang
+        width = tab.js("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{lang}: the page is {width[0]} px wide on a {width[1]} px screen"
+        # Nothing pokes out of its card: the head selector was the culprit once.
+        outside = tab.js("""Array.from(document.querySelectorAll('.card *')).filter(e => {
+            const card = e.closest('.card').getBoundingClientRect(), box = e.getBoundingClientRect();
+            return box.width > 0 && !e.closest('#heatmap-wrap') && box.right > card.right + 0.5;
+          }).map(e => e.id || e.className || e.tagName)""")
+        assert outside == [], outside
+        header = tab.js("[document.querySelector('header').getBoundingClientRect().height,"
+                        "document.querySelector('header h1').getBoundingClientRect().height,"
+                        "document.querySelector('header .subtitle').getBoundingClientRect().height]")
+        assert header[1] < 40 and header[2] < 20 and header[0] < 70, header  # one line each: name, subtitle
+        if lang == "tr":
+            tab.screenshot("minillm-420-tr.png")
+            tab.js("document.getElementById('lang-toggle').click()")
+    tab.screenshot("minillm-420-en.png")
+    # Every answer token has its row label on the phone too (the heatmap scrolls inside its card).
+    assert tab.js("document.querySelectorAll('#heatmap text.tgt-label').length") == tab.js(
+        "document.querySelectorAll('#tokens .tok').length") > 0
+
+
+def test_unknown_or_refused_url_settings_are_named_and_nothing_is_asked(site, browser):
+    """Like the API, the page refuses a misspelt or out-of-range URL setting: a visible message names each one,
+    with the allowed range, and the question is not asked."""
+    server, model, tok, base = site
+    url = f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, "lang": "en", "no_repeat_ngram": 3, "num_beams": "abc",
+                                                 "max_new_tokens": 999, "strategy": "Beam"})
+    tab = Tab(browser, url, 1400)
+    tab.wait_for(SHOWS_MESSAGE)
+    time.sleep(0.5)  # the page would have asked by now
+    message = tab.text("#message")
+    assert tab.js("document.getElementById('message').getBoundingClientRect().height") > 0
+    assert "«no_repeat_ngram» is unknown" in message and "no_repeat_ngram_size" in message  # the near miss listed
+    assert "«num_beams» (Beams) was refused" in message and "1 ≤ x ≤ 8" in message
+    assert "«max_new_tokens» (Max new tokens) was refused" in message and "1 ≤ x ≤ 24" in message
+    assert "«strategy» (Strategy) was refused" in message and "greedy, sample, beam" in message
+    assert "not asked" in message and tab.generate_requests() == []
+    assert tab.js("document.getElementById('answer').dataset.state") == "empty"
+    # In Turkish, the same problems in Turkish.
+    tab.js("document.getElementById('lang-toggle').click()")
+    assert "«no_repeat_ngram» ayarı bilinmiyor" in tab.text("#message")
+
+    # A bad value typed into a control is named, in the page's language, and not sent either.
+    tab.js("document.getElementById('num_beams').value = '4'; document.getElementById('max_new_tokens').value = '8';"
+           "document.getElementById('strategy').value = 'greedy'; document.getElementById('top_p').value = '0';"
+           "document.getElementById('ask-button').click()")
+    assert tab.text("#message") == "top-p: 0 < x ≤ 1 olan bir sayı olmalı («0» verildi)."
+    assert tab.generate_requests() == []
+
+    # The server's own refusal (a question longer than the model reads) is said once, in Turkish.
+    tab.js("document.getElementById('top_p').value = '1';"
+           "document.getElementById('question').value = 'Anayasa '.repeat(60);"
+           "document.getElementById('ask-button').click()")
+    tab.wait_for("document.getElementById('message').textContent.includes('Soru çok uzun')")
+    assert tab.text("#message") == f"Soru çok uzun: model en çok {server.service.max_src_len - 1} token okuyabiliyor."
+    assert len(tab.generate_requests()) == 1 and tab.text("#status") == ""
+    assert tab.text("body").count("Soru çok uzun") == 1 and "field" not in tab.text("body")  # once, and Turkish
+    assert tab.js("document.getElementById('answer').dataset.state") == "empty"
+
+
+def test_a_63_bit_seed_reaches_the_server_digit_for_digit(site, browser):
+    """JavaScript numbers are doubles: 2**63 - 1 would become 2**63 (out of range) on its way into JSON. The page
+    keeps an integer past 2**53 exact, so the server samples with the very seed the URL gave."""
+    server, model, tok, base = site
+    settings = dict(strategy="sample", seed=2**63 - 1, max_new_tokens=6)
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, **settings}), 1400)
+    tab.wait_for(ANSWERED)
+    (request,) = tab.generate_requests()
+    assert request["seed"] == 2**63 - 1
+    assert tab.text("#answer") == generate(model, tok, [QUESTION], GenerationConfig(**settings))[0].text

@@ -1,6 +1,10 @@
-// minillm's page: asks /api/generate, draws the answer's token probabilities and its cross-attention heatmap,
-// and draws the training log (/api/metrics) as SVG line charts. Plain JavaScript, no libraries, no build step.
-// Everything the server sends is put into the page with textContent / SVG attributes, never as HTML.
+// minillm's page: asks /api/generate, shows the question as the model's tokens, the answer's token probabilities
+// and its cross-attention heatmap, and draws the training log (/api/metrics) as SVG line charts. Plain
+// JavaScript, no libraries, no build step. Everything the server sends is put into the page with textContent /
+// SVG attributes, never as HTML.
+//
+// One source of truth: every decoding setting, its bounds and its default come from /api/info (the server's
+// copy of minillm.decoding.SETTINGS with its own caps). The page only adds labels, in Turkish and English.
 "use strict";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -8,27 +12,45 @@
 // ---------------------------------------------------------------------------------------------------------------
 const I18N = {
   tr: {
-    subtitle: "Türk hukuku üzerine soru–cevap: elle yazılmış bir transformer",
+    locale: "tr-TR",
+    subtitle: "Türk hukuku soru–cevap; elle yazılmış bir transformer",
     toggle: "English",
     ask_title: "Soru sor",
     question_placeholder: "Örneğin: Anayasa'ya göre temel hak ve özgürlükler nasıl sınırlanabilir?",
     settings: "Kod çözme ayarları",
-    strategy: "Strateji", greedy: "Açgözlü (greedy)", sample: "Örnekleme (sample)", beam: "Işın araması (beam)",
-    temperature: "Sıcaklık", num_beams: "Işın sayısı", length_penalty: "Uzunluk cezası",
-    max_new_tokens: "En çok yeni token", seed: "Tohum", seed_placeholder: "rastgele",
+    // The settings, by their API names: the controls' labels and the "settings used" line.
+    strategy: "Strateji", max_new_tokens: "En çok yeni token", temperature: "Sıcaklık", top_k: "top-k",
+    top_p: "top-p", num_beams: "Işın sayısı", length_penalty: "Uzunluk cezası", repetition_penalty: "Tekrar cezası",
+    no_repeat_ngram_size: "Tekrarsız n-gram", seed: "Tohum", seed_placeholder: "rastgele",
+    // Option labels keep the English term in brackets: it is the one a learner finds in papers and code.
+    greedy: "Açgözlü (greedy)", sample: "Örnekleme (sample)", beam: "Işın araması (beam)",
+    value_greedy: "açgözlü", value_sample: "örnekleme", value_beam: "ışın araması",
+    value_null: "yok", value_true: "evet", value_false: "hayır",
     ask_button: "Sor",
     answer_title: "Cevap", answer_empty: "Henüz soru sorulmadı.",
-    tokens_title: "Token olasılıkları",
-    tokens_hint: "Her kutu bir cevap token'ı; çubuk, modelin o token'a verdiği olasılık (üzerine gelince sayı görünür).",
+    src_title: "Soru, modelin okuduğu hâliyle",
+    src_hint: "Tokenizer (BPE) soruyu bu parçalara böler; her renk bir token, altındaki sayı sözlükteki numarası (id).",
+    src_hint_no_ids: "Tokenizer (BPE) soruyu bu parçalara böler; her renk bir token (bu sunucu soru token'larının " +
+      "id'lerini göndermiyor).",
+    tokens_title: "Cevap token'ları ve olasılıkları",
+    tokens_hint: "Her kutu bir cevap token'ı: altında sözlük numarası (id) ve modelin ona verdiği olasılık; renk " +
+      "ve çubuk da olasılığı gösterir.",
+    prob_low: "düşük olasılık", prob_high: "yüksek",
+    marks_legend: "· = boşluk (token bir boşlukla başlıyor); \\xc4 gibi bir parça, çok baytlı bir harfin tek baytıdır.",
     attention_title: "Model nereye baktı?",
     attention_hint: "Çapraz dikkat (cross-attention): her satır bir cevap token'ı, her sütun bir soru token'ı; koyu " +
       "hücre, o cevap token'ı üretilirken sorunun o kısmına çok bakıldığını gösterir.",
+    heatmap_marks: "· = boşluk. Bir hücrenin üzerine gelin (ya da dokunun): cevap token'ı, soru token'ı ve ağırlık " +
+      "aşağıda yazılır.",
     layer: "Katman", head: "Kafa", mean_heads: "kafaların ortalaması", mean_layers: "katmanların ortalaması",
-    axis_question: "soru token'ları →", axis_answer: "cevap token'ları ↓",
+    axis_question: "soru token'ları →", axis_answer: "cevap token'ları ↓", weight: "ağırlık",
+    cell_text: (i, a, j, q, w) => `cevap #${i} «${a}» ← soru #${j} «${q}»: ağırlık ${w}`,
     training_title: "Eğitim", model_title: "Model",
-    working: "Cevap üretiliyor…", failed: "Hata",
-    done_status: (n, s, tps) => `${n} token, ${s} s (${tps} token/s)`,
+    working: "Cevap üretiliyor…",
+    done_status: (n, s, tps) => `${n} token, ${s} sn (saniyede ${tps} token)`,
     used: "Kullanılan ayarlar",
+    token_tip: (i, id, p) => `cevap token'ı #${i}, id ${id}, olasılık ${p}`,
+    src_tip: (j, id) => `soru token'ı #${j}` + (id === undefined ? "" : `, id ${id}`),
     params: (n) => `${n} parametre`,
     no_log: (p) => `Eğitim kaydı yok (${p}); eğitim başlayınca eğriler burada çizilir.`,
     log_status: (n, p, t) => `${n} kayıt, ${p} — her 5 saniyede yenilenir (son: ${t}).`,
@@ -36,38 +58,98 @@ const I18N = {
     run_info: (dev, prec, ntr, nval, world) =>
       `Eğitim: ${dev} (${world} süreç), ${prec}; ${ntr} eğitim, ${nval} doğrulama çifti.`,
     chart_loss: "Kayıp (loss)", chart_ppl: "Doğrulama perpleksitesi", chart_text: "BLEU / chrF (doğrulama)",
-    chart_lr: "Öğrenme oranı", step: "adım", train: "eğitim", val: "doğrulama", no_data: "henüz veri yok",
+    chart_lr: "Öğrenme oranı", lr: "öğrenme oranı", step: "adım", train: "eğitim", val: "doğrulama",
+    no_data: "henüz veri yok",
+    // Problems: with a URL setting, a field, or the server's answer. Each names what it is about.
+    url_unknown: (name, known) => `Adresteki «${name}» ayarı bilinmiyor; bilinenler: ${known}.`,
+    url_bad: (name, label, why) => `Adresteki «${name}» ayarı (${label}) kabul edilmedi: ${why}`,
+    url_not_asked: "Soru bu yüzden sorulmadı; ayarı düzeltip «Sor»a basın.",
+    field_bad: (label, why) => `${label}: ${why}`,
+    must_choice: (raw, choices) => `şunlardan biri olmalı: ${choices} («${raw}» verildi).`,
+    must_int: (raw, range) => `${range} olan bir tam sayı olmalı («${raw}» verildi).`,
+    must_number: (raw, range) => `${range} olan bir sayı olmalı («${raw}» verildi).`,
+    must_lang: (raw) => `«tr» ya da «en» olmalı («${raw}» verildi).`, language: "dil",
+    question_empty: "Soru boş: bir soru yazın.",
+    question_chars: (n, max) => `Soru ${n} karakter; sunucu en çok ${max} karakter kabul ediyor.`,
+    question_tokens: (max) => `Soru çok uzun: model en çok ${max} token okuyabiliyor.`,
+    server_field: (label, why) => `Sunucu reddetti: ${label} ${why}`,
+    server_status: {
+      400: "Sunucu isteği geçersiz buldu", 404: "Sunucuda böyle bir adres yok", 413: "İstek çok büyük",
+      500: "Sunucuda bir hata oluştu", 503: "Model meşgul; biraz sonra yeniden deneyin",
+    },
+    server_other: (status) => `Sunucu isteği reddetti (HTTP ${status})`,
+    server_said: (text) => `sunucunun İngilizce iletisi: ${text}`,
+    unreachable: "Sunucuya ulaşılamadı; çalışıyor mu?",
+    not_json: (status) => `Sunucudan beklenmeyen bir yanıt geldi (HTTP ${status}).`,
+    info_failed: (why) => `Model bilgisi alınamadı (${why}); ayarlar sınanmadan gönderilecek.`,
+    metrics_failed: (why) => `Eğitim kaydı okunamadı (${why}).`,
+    // The model panel: ModelConfig's fields (minillm/transformer.py), by name; the name itself is the tooltip.
+    config: {
+      vocab_size: "Sözlük boyutu (V)", d_model: "Model genişliği (C)", n_heads: "Dikkat kafası sayısı (H)",
+      n_encoder_layers: "Kodlayıcı katmanı", n_decoder_layers: "Kod çözücü katmanı",
+      d_ff: "İleri besleme genişliği", ffn: "İleri besleme türü", norm: "Normalizasyon", pos: "Konum bilgisi",
+      dropout: "Dropout oranı", attention_dropout: "Dikkat dropout'u", ffn_dropout: "İleri besleme dropout'u",
+      drop_path: "Stokastik derinlik (drop path)", layer_scale: "LayerScale başlangıç değeri",
+      max_len: "En uzun dizi (konum)", max_src_len: "En uzun soru (token)", pad_id: "Dolgu token'ının id'si",
+      bos_id: "Başlangıç token'ının id'si", eos_id: "Bitiş token'ının id'si",
+      tie_embeddings: "Girdi ve çıktı gömmeleri ortak", bias: "Doğrusal katmanlarda sapma (bias)",
+      norm_eps: "Normalizasyon epsilonu", init_std: "Başlangıç standart sapması",
+      fused: "Birleşik (fused) PyTorch çekirdekleri", checkpoint: "Kontrol noktası",
+    },
+    config_values: { sinusoidal: "sinüzoidal" },
     tip_strategy: "Açgözlü: her adımda en olası token. Örnekleme: olasılığa göre rastgele. Işın: en iyi k diziyi birlikte izler.",
+    tip_max_new_tokens: "Cevabın en çok kaç token olacağı; üst sınırı sunucu koyar.",
+    tip_repetition_penalty: "Cevapta zaten geçen token'lar bu çarpanla daha az olası olur (CTRL, Keskar vd. 2019): " +
+      ">1 tekrarı azaltır, 1 = kapalı. Her stratejide geçerli; küçük bir model en çok buna ihtiyaç duyar.",
+    tip_no_repeat_ngram_size: "Cevapta aynı n token'lık dizi (n-gram) iki kez geçemez (Paulus vd. 2018: 3); " +
+      "0 = kapalı. Her stratejide geçerli; küçük bir modelin aynı parçayı döngüyle yinelemesini önler.",
     tip_temperature: "Logitler bu sayıya bölünür: <1 daha kararlı, >1 daha çeşitli (yalnızca örneklemede).",
-    tip_top_k: "Yalnızca en olası k token arasından seç (0 = kapalı).",
-    tip_top_p: "Olasılıkları toplamı p'ye ulaşan en küçük token kümesinden seç (1 = kapalı).",
+    tip_top_k: "Yalnızca en olası k token arasından seç (0 = kapalı; yalnızca örneklemede).",
+    tip_top_p: "Olasılıkları toplamı p'ye ulaşan en küçük token kümesinden seç (1 = kapalı; yalnızca örneklemede).",
+    tip_seed: "Aynı tohum, aynı örneklenmiş cevabı verir; boş = her seferinde farklı.",
     tip_num_beams: "Işın aramasında aynı anda izlenen dizi sayısı.",
     tip_length_penalty: "Işın puanı / uzunluk^α: büyük α uzun cevapları kayırır.",
-    tip_max_new_tokens: "Cevabın en çok kaç token olacağı (sunucunun üst sınırı var).",
-    tip_seed: "Aynı tohum, aynı örneklenmiş cevabı verir; boş = her seferinde farklı.",
+    allowed: "İzin verilen",
   },
   en: {
-    subtitle: "Question answering on Turkish law: a transformer written by hand",
+    locale: "en-US",
+    subtitle: "Q&A on Turkish law, by a hand-written transformer",
     toggle: "Türkçe",
     ask_title: "Ask a question",
     question_placeholder: "For example: How may fundamental rights and freedoms be restricted under the Constitution?",
     settings: "Decoding settings",
-    strategy: "Strategy", greedy: "Greedy", sample: "Sampling", beam: "Beam search",
-    temperature: "Temperature", num_beams: "Beams", length_penalty: "Length penalty",
-    max_new_tokens: "Max new tokens", seed: "Seed", seed_placeholder: "random",
+    strategy: "Strategy", max_new_tokens: "Max new tokens", temperature: "Temperature", top_k: "top-k",
+    top_p: "top-p", num_beams: "Beams", length_penalty: "Length penalty", repetition_penalty: "Repetition penalty",
+    no_repeat_ngram_size: "No-repeat n-gram", seed: "Seed", seed_placeholder: "random",
+    greedy: "Greedy", sample: "Sampling", beam: "Beam search",
+    value_greedy: "greedy", value_sample: "sampling", value_beam: "beam search",
+    value_null: "none", value_true: "yes", value_false: "no",
     ask_button: "Ask",
     answer_title: "Answer", answer_empty: "No question asked yet.",
-    tokens_title: "Token probabilities",
-    tokens_hint: "Each box is one answer token; the bar is the probability the model gave it (hover for the number).",
+    src_title: "The question, as the model reads it",
+    src_hint: "The tokenizer (BPE) cuts the question into these pieces; each colour is one token, the number under " +
+      "it its id in the vocabulary.",
+    src_hint_no_ids: "The tokenizer (BPE) cuts the question into these pieces; each colour is one token (this " +
+      "server does not send the question's token ids).",
+    tokens_title: "Answer tokens and their probabilities",
+    tokens_hint: "Each box is one answer token: under it its id and the probability the model gave it; the colour " +
+      "and the bar show the probability too.",
+    prob_low: "low probability", prob_high: "high",
+    marks_legend: "· = a space (the token starts with one); a piece like \\xc4 is one byte of a multi-byte letter.",
     attention_title: "Where did it look?",
     attention_hint: "Cross-attention: each row is an answer token, each column a question token; a dark cell means " +
       "the model looked hard at that part of the question while producing that answer token.",
+    heatmap_marks: "· = a space. Hover over (or tap) a cell: the answer token, the question token and the weight " +
+      "appear below.",
     layer: "Layer", head: "Head", mean_heads: "mean over heads", mean_layers: "mean over layers",
-    axis_question: "question tokens →", axis_answer: "answer tokens ↓",
+    axis_question: "question tokens →", axis_answer: "answer tokens ↓", weight: "weight",
+    cell_text: (i, a, j, q, w) => `answer #${i} «${a}» ← question #${j} «${q}»: weight ${w}`,
     training_title: "Training", model_title: "Model",
-    working: "Generating…", failed: "Error",
+    working: "Generating…",
     done_status: (n, s, tps) => `${n} tokens, ${s} s (${tps} tokens/s)`,
     used: "Settings used",
+    token_tip: (i, id, p) => `answer token #${i}, id ${id}, probability ${p}`,
+    src_tip: (j, id) => `question token #${j}` + (id === undefined ? "" : `, id ${id}`),
     params: (n) => `${n} parameters`,
     no_log: (p) => `No training log (${p}); the curves appear here once training writes it.`,
     log_status: (n, p, t) => `${n} records, ${p} — refreshed every 5 seconds (last: ${t}).`,
@@ -75,25 +157,67 @@ const I18N = {
     run_info: (dev, prec, ntr, nval, world) =>
       `Training: ${dev} (${world} process(es)), ${prec}; ${ntr} training and ${nval} validation pairs.`,
     chart_loss: "Loss", chart_ppl: "Validation perplexity", chart_text: "BLEU / chrF (validation)",
-    chart_lr: "Learning rate", step: "step", train: "train", val: "validation", no_data: "no data yet",
+    chart_lr: "Learning rate", lr: "learning rate", step: "step", train: "train", val: "validation",
+    no_data: "no data yet",
+    url_unknown: (name, known) => `The address's setting «${name}» is unknown; known ones: ${known}.`,
+    url_bad: (name, label, why) => `The address's setting «${name}» (${label}) was refused: ${why}`,
+    url_not_asked: "So the question was not asked; correct the setting and press «Ask».",
+    field_bad: (label, why) => `${label}: ${why}`,
+    must_choice: (raw, choices) => `must be one of ${choices} (got «${raw}»).`,
+    must_int: (raw, range) => `must be a whole number with ${range} (got «${raw}»).`,
+    must_number: (raw, range) => `must be a number with ${range} (got «${raw}»).`,
+    must_lang: (raw) => `must be «tr» or «en» (got «${raw}»).`, language: "language",
+    question_empty: "The question is empty: type one.",
+    question_chars: (n, max) => `The question has ${n} characters; the server accepts at most ${max}.`,
+    question_tokens: (max) => `The question is too long: the model reads at most ${max} tokens.`,
+    server_field: (label, why) => `The server refused it: ${label} ${why}`,
+    server_status: {
+      400: "The server found the request invalid", 404: "The server has no such address",
+      413: "The request is too large", 500: "The server failed", 503: "The model is busy; try again shortly",
+    },
+    server_other: (status) => `The server refused the request (HTTP ${status})`,
+    server_said: (text) => `the server said: ${text}`,
+    unreachable: "The server cannot be reached; is it running?",
+    not_json: (status) => `The server sent an unexpected reply (HTTP ${status}).`,
+    info_failed: (why) => `The model's details could not be loaded (${why}); settings go unchecked.`,
+    metrics_failed: (why) => `The training log could not be read (${why}).`,
+    config: {
+      vocab_size: "Vocabulary size (V)", d_model: "Model width (C)", n_heads: "Attention heads (H)",
+      n_encoder_layers: "Encoder layers", n_decoder_layers: "Decoder layers",
+      d_ff: "Feed-forward width", ffn: "Feed-forward kind", norm: "Normalisation", pos: "Positions",
+      dropout: "Dropout", attention_dropout: "Attention dropout", ffn_dropout: "Feed-forward dropout",
+      drop_path: "Stochastic depth (drop path)", layer_scale: "LayerScale initial value",
+      max_len: "Longest sequence (positions)", max_src_len: "Longest question (tokens)", pad_id: "Padding token id",
+      bos_id: "Start token id", eos_id: "End token id",
+      tie_embeddings: "Input and output embeddings tied", bias: "Biases in linear layers",
+      norm_eps: "Norm epsilon", init_std: "Initial standard deviation",
+      fused: "Fused PyTorch kernels", checkpoint: "Checkpoint",
+    },
+    config_values: { sinusoidal: "sinusoidal" },
     tip_strategy: "Greedy: the most likely token each step. Sampling: random by probability. Beam: follows the k best sequences.",
+    tip_max_new_tokens: "The most tokens the answer may have; the server sets the upper bound.",
+    tip_repetition_penalty: "Tokens already in the answer become less likely by this factor (CTRL, Keskar et al. " +
+      "2019): > 1 discourages repeats, 1 = off. Every strategy; what a small model needs most.",
+    tip_no_repeat_ngram_size: "The answer never holds the same n-token sequence (n-gram) twice (Paulus et al. " +
+      "2018 used 3); 0 = off. Every strategy; stops a small model from looping over one phrase.",
     tip_temperature: "Logits are divided by this: <1 more confident, >1 more varied (sampling only).",
-    tip_top_k: "Sample only among the k most likely tokens (0 = off).",
-    tip_top_p: "Sample from the smallest set of tokens whose probabilities reach p (1 = off).",
+    tip_top_k: "Sample only among the k most likely tokens (0 = off; sampling only).",
+    tip_top_p: "Sample from the smallest set of tokens whose probabilities reach p (1 = off; sampling only).",
+    tip_seed: "The same seed gives the same sampled answer; empty = different every time.",
     tip_num_beams: "How many sequences beam search follows at once.",
     tip_length_penalty: "Beam score / length^α: larger α favours longer answers.",
-    tip_max_new_tokens: "The most tokens the answer may have (the server has its own cap).",
-    tip_seed: "The same seed gives the same sampled answer; empty = different every time.",
+    allowed: "Allowed",
   },
 };
 
-// The decoding controls: input id -> how to read it. Each one becomes a field of the /api/generate request.
-const SETTING_INPUTS = {
-  strategy: "string", temperature: "number", top_k: "int", top_p: "number", num_beams: "int",
-  length_penalty: "number", max_new_tokens: "int", seed: "int-or-null",
-};
+// Names a URL may carry besides the decoding settings: the question (asked at once) and the page's language.
+const PAGE_PARAMS = ["q", "lang"];
 
-const state = { lang: "tr", info: null, answer: null, metrics: null, metricsVersion: undefined };
+const state = {
+  lang: "tr", info: null, answer: null, metrics: null, metricsVersion: undefined,
+  urlOnly: {},        // settings from the URL the page has no control for: still sent, so none is dropped
+  message: null,      // () => lines of the current problem, in the current language (redrawn on a switch)
+};
 
 const $ = (id) => document.getElementById(id);
 const t = (key, ...args) => {
@@ -118,12 +242,204 @@ function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
 }
 
-// A number in at most 3-4 significant digits; tiny or huge ones (learning rates) in exponent form.
+function htmlEl(tag, className, text, parent) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  if (parent) parent.appendChild(el);
+  return el;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Numbers in the page's language: Turkish writes 0,25 and 52.480, English 0.25 and 52,480.
+// ---------------------------------------------------------------------------------------------------------------
+
+const formatters = new Map();  // subtle: building an Intl.NumberFormat is slow, and the heatmap formats 10^4 cells
+function num(v, options = {}) {
+  const key = state.lang + JSON.stringify(options);
+  if (!formatters.has(key)) formatters.set(key, new Intl.NumberFormat(t("locale"), options));
+  return formatters.get(key).format(v);
+}
+
+const SUPERSCRIPT = { "-": "⁻", 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹" };
+
+// 2.5e-4 as "2,5×10⁻⁴" (Turkish) or "2.5×10⁻⁴": the mantissa with `digits` decimals in the page's language.
+function sci(v, digits) {
+  const [mantissa, exponent] = v.toExponential(digits).split("e");
+  const power = String(Number(exponent)).replace(/[-0-9]/g, (c) => SUPERSCRIPT[c]);
+  return `${num(Number(mantissa), { minimumFractionDigits: digits, maximumFractionDigits: digits })}×10${power}`;
+}
+
+// A number in at most 4 significant digits; tiny or huge ones (learning rates, seeds) in exponent form.
 function fmt(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
-  return String(Number(v.toPrecision(4)));
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return sci(v, 1);
+  return num(v, { maximumSignificantDigits: 4 });
+}
+
+// A setting's value as the page shows it: "açgözlü", "yok", 0,9.
+function showValue(v) {
+  if (v === null || v === undefined) return t("value_null");
+  if (typeof v === "boolean") return t(v ? "value_true" : "value_false");
+  if (typeof v === "number") return Number.isInteger(v) && Math.abs(v) < 1e15 ? num(v, { useGrouping: false })
+    : fmt(v);
+  const named = I18N[state.lang][`value_${v}`];
+  return named === undefined ? String(v) : named;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Settings: each is checked by /api/info's rule (ranges[name]: type, min, max, min_inclusive; strategies), as
+// the server will check it, so a refusal is explained here, in the page's language, before anything is sent.
+// ---------------------------------------------------------------------------------------------------------------
+
+// The decoding controls, in the form's order: every input/select in the fieldset, its id the setting's name.
+const settingControls = () => Array.from(document.querySelectorAll("#settings input, #settings select"));
+
+// Every setting the API knows: /api/info's defaults name them all (the page's controls if /api/info failed).
+const knownSettings = () => (state.info ? Object.keys(state.info.defaults) : settingControls().map((c) => c.id));
+
+const settingLabel = (name) => I18N[state.lang][name] ?? name;
+
+// "1 ≤ x ≤ 24", "0 < x ≤ 1", "x ≥ 1": a setting's range, its numbers in the page's language.
+function rangeText(range) {
+  const low = `${fmt(range.min)} ${range.min_inclusive ? "≤" : "<"} x`;
+  return range.max === null ? `x ${range.min_inclusive ? "≥" : ">"} ${fmt(range.min)}` : `${low} ≤ ${fmt(range.max)}`;
+}
+
+const INT_TEXT = /^[+-]?\d+$/;
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+// Check one setting given as text (a URL parameter or a control's value): {value}, or {why}: a function that
+// says what is wrong in the language of the moment (so a language switch can say it again). Integers stay
+// exact: one beyond 2^53 (a seed may reach 2^63 - 1) is kept as a BigInt and sent digit for digit.
+function checkSetting(name, raw) {
+  const info = state.info;
+  if (name === "strategy") {
+    const choices = info ? info.strategies : Array.from($("strategy").options, (o) => o.value);
+    return choices.includes(raw) ? { value: raw } : { why: () => t("must_choice", raw, choices.join(", ")) };
+  }
+  const range = info && info.ranges[name];
+  const isInt = range ? range.type === "int" : $(name)?.step === "1";
+  const refuse = () => ({ why: () => t(isInt ? "must_int" : "must_number", raw, rangeOf(name)) });
+  if (isInt) {
+    if (!INT_TEXT.test(raw)) return refuse();
+    const big = BigInt(raw);
+    if (range) {
+      // subtle: JSON numbers past 2^53 arrive rounded (2^63 - 1 reads as 2^63); the server then has the last word.
+      const tooLow = range.min_inclusive ? big < BigInt(range.min) : big <= BigInt(range.min);
+      if (tooLow || (range.max !== null && big > BigInt(range.max))) return refuse();
+    }
+    return { value: Number.isSafeInteger(Number(big)) ? Number(big) : big };
+  }
+  const value = Number(raw);
+  if (!NUMBER_TEXT.test(raw) || !Number.isFinite(value)) return refuse();
+  if (range) {
+    const tooLow = range.min_inclusive ? value < range.min : value <= range.min;
+    if (tooLow || (range.max !== null && value > range.max)) return refuse();
+  }
+  return { value };
+}
+
+// The request's settings from the controls (an empty box keeps the server's default), plus any URL-only ones.
+// Problems (functions giving one sentence each, naming the setting) go into `problems`.
+function readSettings(problems) {
+  const settings = {};
+  for (const control of settingControls()) {
+    const raw = control.value.trim();
+    const name = control.id;
+    control.removeAttribute("aria-invalid");
+    if (control.validity && control.validity.badInput) {  // typed text a number box cannot hold: value is ""
+      problems.push(() => t("field_bad", settingLabel(name), t("must_number", "?", rangeOf(name))));
+      control.setAttribute("aria-invalid", "true");
+      continue;
+    }
+    if (raw === "") continue;
+    const checked = checkSetting(name, raw);
+    if (checked.why) {
+      problems.push(() => t("field_bad", settingLabel(name), checked.why()));
+      control.setAttribute("aria-invalid", "true");
+    } else {
+      settings[name] = checked.value;
+    }
+  }
+  return Object.assign(settings, state.urlOnly);
+}
+
+const rangeOf = (name) => (state.info && state.info.ranges[name] ? rangeText(state.info.ranges[name]) : "x");
+
+// JSON.stringify cannot write a BigInt; this writes it as the plain integer it is.
+function toJson(obj) {
+  const fields = Object.entries(obj).map(([k, v]) =>
+    `${JSON.stringify(k)}:${typeof v === "bigint" ? v.toString() : JSON.stringify(v)}`);
+  return `{${fields.join(",")}}`;
+}
+
+// /?q=...&strategy=beam&no_repeat_ngram_size=3&lang=en: every setting the API knows is checked and put into its
+// control (or kept for the request, if the page has none); an unknown name or a refused value is reported, as
+// the API would refuse it, and the question is then not asked. Returns the problems (functions, as above).
+function applyUrlSettings(params) {
+  const problems = [];
+  const known = knownSettings();
+  for (const [name, raw] of params) {
+    if (PAGE_PARAMS.includes(name)) continue;
+    if (!known.includes(name)) {
+      problems.push(() => t("url_unknown", name, PAGE_PARAMS.concat(known).join(", ")));
+      continue;
+    }
+    if (raw.trim() === "") {  // "seed=": as an empty box, the server's default (for the seed: a fresh one)
+      if ($(name)) $(name).value = "";
+      continue;
+    }
+    const checked = checkSetting(name, raw.trim());
+    if (checked.why) {
+      problems.push(() => t("url_bad", name, settingLabel(name), checked.why()));
+    } else if ($(name)) {
+      $(name).value = raw.trim();
+    } else {
+      state.urlOnly[name] = checked.value;
+    }
+  }
+  return problems;
+}
+
+// The ask panel's one place for problems: `problems` are functions (each gives one sentence in the language of
+// the moment), so a language switch says them again; null clears it.
+function showMessage(problems) {
+  state.message = problems;
+  const box = $("message");
+  const lines = problems ? problems.map((say) => say()) : [];
+  const text = lines.length > 1 ? lines.map((line) => `• ${line}`).join("\n") : lines.join("");
+  box.textContent = text;
+  box.hidden = text === "";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The server's refusals, in the page's language. A refused field is recognised by its name ("field 'top_p' must
+// be ...") and explained by its range from /api/info; any other refusal by its HTTP status, with the server's own
+// words added when the page cannot say more.
+// ---------------------------------------------------------------------------------------------------------------
+
+function explainServerError(status, text) {
+  const field = /^field '(\w+)'/.exec(text || "");
+  if (field && field[1] === "question") {
+    const tokens = /reads at most (\d+)/.exec(text);
+    const chars = /has (\d+) characters; the limit is (\d+)/.exec(text);
+    if (tokens) return t("question_tokens", tokens[1]);
+    if (chars) return t("question_chars", chars[1], chars[2]);
+    if (/is empty|is missing/.test(text)) return t("question_empty");
+  } else if (field && state.info && field[1] in state.info.defaults) {
+    const name = field[1];
+    const got = /got (.*?)(;|$)/.exec(text);
+    const raw = got ? got[1] : "?";
+    const kind = name === "strategy" ? "choice" : state.info.ranges[name].type;
+    const why = kind === "choice" ? t("must_choice", raw, state.info.strategies.join(", "))
+      : t(kind === "int" ? "must_int" : "must_number", raw, rangeOf(name));
+    return t("server_field", settingLabel(name), why);
+  }
+  const generic = I18N[state.lang].server_status[status] ?? t("server_other", status);
+  if (status === 503) return `${generic}.`;
+  return text ? `${generic}; ${t("server_said", text)}` : `${generic}.`;
 }
 
 function applyLanguage() {
@@ -135,20 +451,38 @@ function applyLanguage() {
   document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   });
-  document.querySelectorAll("[data-tip]").forEach((el) => { el.title = t(el.dataset.tip); });
   $("lang-toggle").textContent = t("toggle");
+  showRanges();
   if (state.info) renderInfo(state.info);
+  if (state.message) showMessage(state.message);
   if (state.answer) {
     renderAnswer(state.answer);
     for (const opt of document.querySelectorAll("#layer-select option[value=mean]")) opt.text = t("mean_layers");
     for (const opt of document.querySelectorAll("#head-select option[value=mean]")) opt.text = t("mean_heads");
     drawHeatmap();
   }
+  drawHeatScale();
   if (state.metrics) renderMetrics(state.metrics);
 }
 
+// Each control's label shows its range ("1 ≤ x ≤ 24", from /api/info), and its tooltip explains it.
+function showRanges() {
+  document.querySelectorAll("#settings label[data-tip]").forEach((label) => {
+    const control = label.querySelector("input, select");
+    let tip = t(label.dataset.tip);
+    let range = label.querySelector(".range");
+    const bounds = state.info && state.info.ranges[control.id];
+    if (bounds) {
+      if (!range) label.insertBefore(range = htmlEl("small", "range"), control);
+      range.textContent = rangeText(bounds);
+      tip += `\n${t("allowed")}: ${rangeText(bounds)}`;
+    }
+    label.title = tip;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------------
-// Asking: controls -> request -> answer, token probabilities, heatmap
+// Asking: controls -> request -> answer, the question's tokens, token probabilities, heatmap
 // ---------------------------------------------------------------------------------------------------------------
 
 // Grey out the controls the chosen strategy ignores (they are still sent; generation ignores them too).
@@ -159,86 +493,120 @@ function updateInactiveControls() {
   });
 }
 
-function readSettings() {
-  const settings = {};
-  for (const [id, kind] of Object.entries(SETTING_INPUTS)) {
-    const raw = $(id).value.trim();
-    if (kind === "string") settings[id] = raw;
-    else if (kind === "int-or-null") settings[id] = raw === "" ? null : Number(raw);
-    else if (raw !== "") settings[id] = Number(raw);  // an empty box keeps the server's default
-  }
-  return settings;
-}
-
 async function ask(event) {
   if (event) event.preventDefault();
-  const question = $("question").value;
-  const answer = $("answer");
+  const question = $("question").value.trim();
+  const problems = [];
+  const settings = readSettings(problems);
+  const maxChars = state.info ? state.info.limits.max_question_chars : Infinity;
+  if (question === "") problems.unshift(() => t("question_empty"));
+  else if (question.length > maxChars) problems.unshift(() => t("question_chars", question.length, maxChars));
+  if (problems.length) {
+    showMessage(problems);
+    return;
+  }
+  showMessage(null);
   const status = $("status");
   $("ask-button").disabled = true;
-  status.className = "";
   status.textContent = t("working");
-  answer.dataset.state = "loading";
   try {
-    const response = await fetch("/api/generate", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(Object.assign({ question }, readSettings())),
-    });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+    let response;
+    try {
+      response = await fetch("/api/generate", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: toJson(Object.assign({ question }, settings)),
+      });
+    } catch (err) {
+      throw { say: () => t("unreachable") };
+    }
+    let body;
+    try {
+      body = await response.json();
+    } catch (err) {
+      throw { say: () => t("not_json", response.status) };
+    }
+    if (!response.ok) throw { say: () => explainServerError(response.status, body.error) };
     state.answer = body;
     renderAnswer(body);
     buildHeatmapSelectors(body);
     drawHeatmap();
   } catch (err) {
-    answer.dataset.state = "error";
-    answer.className = "error";
-    answer.textContent = `${t("failed")}: ${err.message}`;
-    status.className = "error";
-    status.textContent = err.message;
+    // Shown once, in the ask panel; the last good answer stays below, its question shown as tokens.
+    status.textContent = "";
+    showMessage([err.say || (() => String(err))]);
   } finally {
     $("ask-button").disabled = false;
   }
 }
 
+// Light orange (unlikely) -> pale yellow -> light blue (likely): distinct for colour-blind readers too.
+function probColor(p) {
+  const stops = [[247, 190, 170], [255, 240, 190], [182, 214, 242]];
+  const pos = Math.min(Math.max(p, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(pos), stops.length - 2);
+  const c = stops[i].map((a, k) => Math.round(a + (pos - i) * (stops[i + 1][k] - a)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+// A token as shown: a space becomes "·", so " hak" and "hak" differ visibly.
+const showTok = (s) => s.replace(/ /g, "·");
+
+// Two decimals, or one significant digit below 0.01 (an untrained model's 0.002 is not "0,00").
+const showProb = (p) => (p === null || p === undefined ? "–"
+  : p >= 0.01 ? num(p, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : sci(p, 0));
+
 function renderAnswer(body) {
   const answer = $("answer");
-  answer.className = "";
   answer.dataset.state = "done";
   answer.textContent = body.answer;
-  $("status").className = "";
-  $("status").textContent = t("done_status", body.ids.length, fmt(body.elapsed_s), fmt(body.tokens_per_s));
+  $("status").textContent = t("done_status", num(body.ids.length),
+    num(body.elapsed_s, { maximumSignificantDigits: 3 }),
+    body.tokens_per_s === null ? "–" : num(body.tokens_per_s, { maximumFractionDigits: 1 }));
 
-  // One chip per generated token: its string, its probability as a number and as a bar.
+  // The question as the encoder reads it: one chip per BPE token, coloured in turn so the cuts show.
+  // /api/generate sends the tokens' strings; their ids only if it sends src_ids.
+  const srcIds = body.src_ids;
+  $("src-hint").textContent = t(srcIds ? "src_hint" : "src_hint_no_ids");
+  const src = $("src-tokens");
+  clear(src);
+  (body.src_tokens || []).forEach((tok, j) => {
+    const special = /^<[a-z]+>$/.test(tok);
+    const chip = htmlEl("span", `tok src c${j % 6}${special ? " special" : ""}`, undefined, src);
+    chip.title = t("src_tip", j, srcIds ? srcIds[j] : undefined);
+    htmlEl("span", "t", showTok(tok), chip);
+    if (srcIds) htmlEl("span", "id", String(srcIds[j]), chip);
+  });
+
+  // One chip per generated token: its string, its id, its probability as a number, a colour and a bar.
   const tokens = $("tokens");
   clear(tokens);
   const strings = body.tgt_tokens || body.ids.map(String);
   strings.forEach((tok, i) => {
     const p = body.token_probs ? body.token_probs[i] : null;
-    const chip = document.createElement("span");
-    chip.className = "tok" + (p !== null && p !== undefined && p < 0.1 ? " low" : "");
-    chip.title = `#${i}  id ${body.ids[i]}  p = ${p === null || p === undefined ? "–" : p.toFixed(4)}`;
-    const text = document.createElement("span");
-    text.textContent = tok.replace(/ /g, "·");  // a leading space is part of the token: make it visible
-    const prob = document.createElement("span");
-    prob.className = "p";
-    // Two decimals, or one significant digit below 0.01 (an untrained model's 0.002 is not "0.00").
-    prob.textContent = p === null || p === undefined ? "" : p >= 0.01 ? p.toFixed(2) : p.toExponential(0);
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    const fill = document.createElement("span");
-    fill.style.width = `${Math.round(100 * (p || 0))}%`;
-    bar.appendChild(fill);
-    chip.append(text, prob, bar);
-    tokens.appendChild(chip);
+    const chip = htmlEl("span", "tok", undefined, tokens);
+    if (p !== null && p !== undefined) chip.style.background = probColor(p);
+    chip.title = t("token_tip", i, body.ids[i], showProb(p));
+    htmlEl("span", "t", showTok(tok), chip);
+    const line = htmlEl("span", "meta", undefined, chip);
+    htmlEl("span", "id", String(body.ids[i]), line);
+    htmlEl("span", "p", showProb(p), line);
+    const bar = htmlEl("span", "bar", undefined, chip);
+    htmlEl("span", "", undefined, bar).style.width = `${Math.round(100 * (p || 0))}%`;
   });
 
-  // The settings the server actually used (after its defaults and caps), so a learner sees what reached generate.
+  // The settings the server actually used (after its defaults and caps), so a learner sees what reached
+  // generate; those the strategy ignores are dimmed, as their controls are.
   const used = $("used-settings");
   used.dataset.settings = JSON.stringify(body.settings);
-  const shown = Object.entries(body.settings).map(([k, v]) => `${k}=${v}`).join(", ");
-  used.textContent = `${t("used")}: ${shown}`;
+  clear(used);
+  htmlEl("span", "used-title", `${t("used")}:`, used);
+  for (const [name, value] of Object.entries(body.settings)) {
+    const forStrategy = $(name)?.closest("label")?.dataset.for;
+    const pill = htmlEl("span", forStrategy && forStrategy !== body.settings.strategy ? "kv inactive" : "kv",
+      undefined, used);
+    pill.append(htmlEl("span", "k", settingLabel(name)), " ", htmlEl("b", "", showValue(value)));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -288,7 +656,7 @@ function heatColor(x) {
 
 // Token strings as axis labels: a space becomes "·" (so " b" and "b" differ visibly), long ones are cut.
 const shortTok = (s) => {
-  const shown = s.replace(/ /g, "·");
+  const shown = showTok(s);
   return shown.length > 14 ? shown.slice(0, 13) + "…" : shown;
 };
 
@@ -296,77 +664,111 @@ const shortTok = (s) => {
 // uniform attention (every weight 1/S, "looked everywhere") as solid dark, the same as a sharp peak; the square
 // root keeps small weights visible without that lie.
 const heatShade = (w) => heatColor(Math.sqrt(Math.min(Math.max(w, 0), 1)));
+const SCALE_TICKS = [0, 0.05, 0.25, 0.5, 1];
 
-function drawHeatmap() {
-  const svg = $("heatmap");
+// The colour scale, beside the selectors: weight 0 on the left, 1 on the right, ticks on the square-root axis.
+function drawHeatScale() {
+  const svg = $("heat-scale");
   clear(svg);
+  const x0 = 6, w = 200;
+  const defs = svgEl("defs", {}, svg);
+  const grad = svgEl("linearGradient", { id: "heat-grad", x1: 0, y1: 0, x2: 1, y2: 0 }, defs);
+  for (let k = 0; k <= 4; k++) svgEl("stop", { offset: k / 4, "stop-color": heatColor(k / 4) }, grad);
+  svgEl("rect", { x: x0, y: 2, width: w, height: 10, fill: "url(#heat-grad)", stroke: "#9aa3b2" }, svg);
+  for (const v of SCALE_TICKS) {
+    svgText(svg, x0 + Math.sqrt(v) * w, 26, num(v), { class: "legend", "text-anchor": "middle" });
+  }
+  svgEl("title", {}, svg).textContent = t("weight");
+}
+
+// Geometry: a label for every row and every column, so each cell can be named. Rows are at least 13 px (11 px
+// text); a long answer scrolls inside #heatmap-wrap under a header (the question's tokens) that stays in view.
+function drawHeatmap() {
+  const head = $("heatmap-head");
+  const svg = $("heatmap");
+  clear(head);
+  clear(svg);
+  $("heatmap-readout").textContent = "";
   const body = state.answer;
   if (!body || !body.cross_attention || body.cross_attention.length === 0) {
-    svg.setAttribute("width", 400);
-    svg.setAttribute("height", 30);
-    if (body) svgText(svg, 0, 20, t("no_attention"), { class: "legend" });
+    for (const el of [head, svg]) { el.setAttribute("width", 0); el.setAttribute("height", 0); }
+    if (body) {
+      svg.setAttribute("width", 300);
+      svg.setAttribute("height", 30);
+      svgText(svg, 0, 20, t("no_attention"), { class: "legend" });
+    }
     return;
   }
   const m = attentionMatrix(body.cross_attention, $("layer-select").value, $("head-select").value);
   const T = m.length;
   const S = T > 0 ? m[0].length : 0;
-  const srcTok = (body.src_tokens || []).map(shortTok);
-  const tgtTok = (body.tgt_tokens || []).map(shortTok);
+  const srcFull = body.src_tokens || [];
+  const tgtFull = body.tgt_tokens || [];
+  const srcTok = srcFull.map(shortTok);
+  const tgtTok = tgtFull.map(shortTok);
   const longest = (arr) => arr.reduce((a, s) => Math.max(a, s.length), 1);
 
-  // Geometry: labels left (answer tokens) and on top (question tokens, turned 60 degrees).
   const charW = 6.8;
-  const left = Math.max(16 + charW * longest(tgtTok), 112);  // room for the axis title too
-  const top = 26 + 0.87 * charW * longest(srcTok);
-  const avail = Math.max(($("heatmap-wrap").clientWidth || 900) - left - 90, 200);
-  // Cell width fits the question into the panel; cell height keeps a long answer within ~640 px where it can.
-  // Both stay between 9 and 28 px, so cells are square unless one side is long.
-  const fit = (space, n) => Math.max(9, Math.min(28, Math.floor(space / Math.max(n, 1))));
-  const cw = fit(avail, S);
-  const ch = fit(640, T);
-  const width = left + S * cw + 90;
-  const height = top + T * ch + 10;
+  const left = Math.max(16 + charW * longest(tgtTok), 40);
+  const top = 22 + 0.87 * charW * longest(srcTok);  // labels turned 60 degrees: their height is 0.87 x length
+  const avail = Math.max(($("heatmap-wrap").clientWidth || 900) - left - 12, 120);
+  const fit = (space, n, low) => Math.max(low, Math.min(28, Math.floor(space / Math.max(n, 1))));
+  const cw = fit(avail, S, 13);
+  const ch = fit(640, T, 13);
+  const width = left + S * cw + 12;
+  head.setAttribute("width", width);
+  head.setAttribute("height", top);
   svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("height", T * ch + 4);
 
-  svgText(svg, left, 12, t("axis_question"), { class: "legend" });
-  svgText(svg, 2, top - 6, t("axis_answer"), { class: "legend" });
-  // Thin the labels to every other one when cells are too small to hold them all.
-  for (let j = 0; j < S; j += cw >= 11 ? 1 : 2) {
+  // The axis titles share the first line: "answer tokens ↓" over the row labels, "question tokens →" after it.
+  svgText(head, 2, 12, t("axis_answer"), { class: "legend" });
+  svgText(head, Math.max(left, 2 + 6 * t("axis_answer").length + 14), 12, t("axis_question"), { class: "legend" });
+  // Each label sits in a group with its tooltip (a <title> inside the <text> would join the label's own text).
+  const srcLabels = srcTok.slice(0, S).map((tok, j) => {
     const x = left + j * cw + cw / 2 + 3;
-    const label = svgText(svg, x, top - 4, srcTok[j] ?? String(j), { transform: `rotate(-60 ${x} ${top - 4})` });
-    label.classList.add("src-label");
-  }
-  for (let i = 0; i < T; i += ch >= 11 ? 1 : 2) {
-    const label = svgText(svg, left - 4, top + i * ch + ch / 2 + 4, tgtTok[i] ?? String(i),
-      { "text-anchor": "end" });
-    label.classList.add("tgt-label");
+    const group = svgEl("g", {}, head);
+    svgEl("title", {}, group).textContent = t("src_tip", j, body.src_ids ? body.src_ids[j] : undefined);
+    return svgText(group, x, top - 4, tok, { transform: `rotate(-60 ${x} ${top - 4})`, class: "src-label" });
+  });
+  while (srcLabels.length < S) srcLabels.push(svgText(head, left + srcLabels.length * cw, top - 4, "?"));
+  const tgtLabels = [];
+  for (let i = 0; i < T; i++) {
+    const group = svgEl("g", {}, svg);
+    const p = body.token_probs ? body.token_probs[i] : null;
+    svgEl("title", {}, group).textContent = t("token_tip", i, body.ids[i], showProb(p));
+    tgtLabels.push(svgText(group, left - 4, i * ch + ch / 2 + 4, tgtTok[i] ?? String(i),
+      { "text-anchor": "end", class: "tgt-label" }));
   }
   const grid = svgEl("g", { class: "cells" }, svg);
+  const weight = (w) => num(w, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
   for (let i = 0; i < T; i++) {
     for (let j = 0; j < S; j++) {
       const rect = svgEl("rect", {
-        class: "cell", x: left + j * cw, y: top + i * ch, width: cw - 1, height: ch - 1,
-        fill: heatShade(m[i][j]),
+        class: "cell", x: left + j * cw, y: i * ch, width: cw - 1, height: ch - 1, fill: heatShade(m[i][j]),
+        "data-i": i, "data-j": j,
       }, grid);
-      const tip = svgEl("title", {}, rect);  // the hover text: answer token ← question token: weight
-      tip.textContent = `${body.tgt_tokens?.[i] ?? i} ← ${body.src_tokens?.[j] ?? j}: ${m[i][j].toFixed(3)}`;
+      // The hover text names the answer token, the question token and the weight.
+      svgEl("title", {}, rect).textContent =
+        t("cell_text", i, showTok(tgtFull[i] ?? ""), j, showTok(srcFull[j] ?? ""), weight(m[i][j]));
     }
   }
 
-  // Colour scale: weight 0 at the bottom, 1 at the top, ticks placed on the same square-root axis.
-  const lx = left + S * cw + 20;
-  const defs = svgEl("defs", {}, svg);
-  const grad = svgEl("linearGradient", { id: "heat-grad", x1: 0, y1: 1, x2: 0, y2: 0 }, defs);
-  for (let k = 0; k <= 4; k++) {
-    svgEl("stop", { offset: k / 4, "stop-color": heatColor(k / 4) }, grad);
-  }
-  const lh = Math.max(Math.min(T * ch, 160), 80);
-  svgEl("rect", { x: lx, y: top, width: 12, height: lh, fill: "url(#heat-grad)", stroke: "#9aa3b2" }, svg);
-  for (const w of [0, 0.05, 0.25, 0.5, 1]) {
-    svgText(svg, lx + 16, top + lh - Math.sqrt(w) * lh + 4, String(w), { class: "legend" });
-  }
+  // Hover or tap: the cell's row and column labels light up and the readout below says what the cell is.
+  let lit = [];
+  const show = (event) => {
+    const cell = event.target.closest("rect.cell");
+    if (!cell) return;
+    for (const el of lit) el.classList.remove("lit");
+    const i = Number(cell.dataset.i);
+    const j = Number(cell.dataset.j);
+    lit = [tgtLabels[i], srcLabels[j]];
+    for (const el of lit) el.classList.add("lit");
+    $("heatmap-readout").textContent =
+      t("cell_text", i, showTok(tgtFull[i] ?? ""), j, showTok(srcFull[j] ?? ""), weight(m[i][j]));
+  };
+  grid.addEventListener("pointerover", show);
+  grid.addEventListener("click", show);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -397,11 +799,11 @@ function thin(points, maxPoints) {
 
 const COLORS = ["#1f5fbf", "#e8590c", "#2b8a3e", "#862e9c"];
 
-// One format for every tick of an axis: learning rates (all below 0.01) all in exponent form, not "0.001"
-// next to "9.0e-4".
+// One format for every tick of an axis: learning rates (all below 0.01) all in exponent form, not "0,001"
+// next to "9,0×10⁻⁴".
 function tickFormat(ticks) {
   const big = Math.max(...ticks.map(Math.abs));
-  if (big !== 0 && (big < 1e-2 || big >= 1e5)) return (v) => (v === 0 ? "0" : v.toExponential(1));
+  if (big !== 0 && (big < 1e-2 || big >= 1e5)) return (v) => (v === 0 ? "0" : sci(v, 1));
   return fmt;
 }
 
@@ -428,6 +830,8 @@ function drawLineChart(svg, title, series) {
   const Y = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
 
   const yFmt = tickFormat(ys);
+  // The left margin fits the longest tick label ("8,0×10⁻⁴" needs more room than "4").
+  m.l = Math.max(40, 10 + 6.2 * Math.max(...ys.map((v) => yFmt(v).length)));
   for (const v of ys) {
     svgEl("line", { class: "grid", x1: m.l, x2: W - m.r, y1: Y(v), y2: Y(v) }, svg);
     svgText(svg, m.l - 5, Y(v) + 4, yFmt(v), { "text-anchor": "end" });
@@ -450,7 +854,7 @@ function drawLineChart(svg, title, series) {
     if (pts.length <= 60) {  // few points (evaluations): mark each, with its value on hover
       for (const p of pts) {
         const dot = svgEl("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: s.color }, svg);
-        svgEl("title", {}, dot).textContent = `${t("step")} ${p[0]}: ${fmt(p[1])}`;
+        svgEl("title", {}, dot).textContent = `${t("step")} ${num(p[0])}: ${fmt(p[1])}`;
       }
     }
   }
@@ -473,11 +877,12 @@ function renderMetrics(data) {
   if (recs.length === 0) {
     status.textContent = t("no_log", data.log_path || "–");
   } else {
-    status.textContent = t("log_status", recs.length, data.log_path, new Date().toLocaleTimeString(state.lang === "tr" ? "tr-TR" : "en-GB"));
+    status.textContent = t("log_status", num(recs.length), data.log_path, new Date().toLocaleTimeString(t("locale")));
   }
   // The trainer (minillm/machinery/run.py; the format is machinery/runlog.py) writes "train" records {loss, lr,
-  // ...} every --log-every steps and "eval" records {nll, perplexity, accuracy, bleu, chrf, ...}. The validation curve uses nll (mean cross-entropy per token,
-  // nats): the training loss may include label smoothing, nll never does, so they differ by that much.
+  // ...} every --log-every steps and "eval" records {nll, perplexity, accuracy, bleu, chrf, ...}. The validation
+  // curve uses nll (mean cross-entropy per token, nats): the training loss may include label smoothing, nll never
+  // does, so they differ by that much.
   const S = (label, kind, keys, color) => ({ label, color, points: seriesOf(recs, kind, keys) });
   drawLineChart($("chart-loss"), t("chart_loss"), [
     S(t("train"), "train", ["loss"], COLORS[0]),
@@ -488,12 +893,12 @@ function renderMetrics(data) {
     S("BLEU", "eval", ["bleu"], COLORS[2]),
     S("chrF", "eval", ["chrf"], COLORS[3]),
   ]);
-  drawLineChart($("chart-lr"), t("chart_lr"), [S("lr", "train", ["lr"], COLORS[0])]);
+  drawLineChart($("chart-lr"), t("chart_lr"), [S(t("lr"), "train", ["lr"], COLORS[0])]);
 
   // The run's "info" record (written once at step 0): where and how it trains.
   const info = recs.find((r) => r.kind === "info");
   $("run-info").textContent = info
-    ? t("run_info", info.device, info.precision, info.train_pairs, info.val_pairs, info.world_size) : "";
+    ? t("run_info", info.device, info.precision, num(info.train_pairs), num(info.val_pairs), info.world_size) : "";
 }
 
 async function loadMetrics() {
@@ -501,13 +906,13 @@ async function loadMetrics() {
   try {
     const response = await fetch("/api/metrics");
     const data = await response.json();
-    if (!response.ok) throw new Error(data.error);
+    if (!response.ok) throw new Error(explainServerError(response.status, data.error));
     if (data.version === state.metricsVersion && state.metrics) return;  // nothing new since the last poll
     state.metricsVersion = data.version;
     state.metrics = data;
     renderMetrics(data);
   } catch (err) {
-    $("metrics-status").textContent = `${t("failed")}: ${err.message}`;
+    $("metrics-status").textContent = t("metrics_failed", err.message);
   }
 }
 
@@ -515,32 +920,53 @@ async function loadMetrics() {
 // The model panel, and start-up
 // ---------------------------------------------------------------------------------------------------------------
 
+// A ModelConfig value as shown: numbers in the page's language, "GELU", "evet", "yok".
+const CONFIG_NAMES = { gelu: "GELU", swiglu: "SwiGLU", layernorm: "LayerNorm", rmsnorm: "RMSNorm", rope: "RoPE" };
+function showConfigValue(key, value) {
+  if (typeof value === "number") return key.endsWith("_id") || key === "checkpoint" ? String(value) : fmt(value);
+  if (typeof value === "string" && key !== "checkpoint") {
+    return CONFIG_NAMES[value] ?? I18N[state.lang].config_values[value] ?? value;
+  }
+  if (value !== null && typeof value === "object") return JSON.stringify(value);
+  return typeof value === "string" ? value : showValue(value);
+}
+
 function renderInfo(info) {
-  $("param-count").textContent = t("params", info.num_params.toLocaleString(state.lang === "tr" ? "tr-TR" : "en-US"));
+  $("param-count").textContent = t("params", num(info.num_params));
   const table = $("config-table");
   clear(table);
   const rows = Object.entries(info.model_config).concat([["checkpoint", info.checkpoint]]);
   for (const [key, value] of rows) {
     const tr = table.insertRow();
-    tr.insertCell().textContent = key;
-    tr.insertCell().textContent = typeof value === "object" ? JSON.stringify(value) : String(value);
+    const name = tr.insertCell();
+    name.textContent = I18N[state.lang].config[key] ?? key;
+    name.title = key;  // the field's name in ModelConfig (minillm/transformer.py)
+    tr.insertCell().textContent = showConfigValue(key, value);
   }
 }
 
 async function loadInfo() {
   const response = await fetch("/api/info");
   const info = await response.json();
+  if (!response.ok) throw new Error(explainServerError(response.status, info.error));
   state.info = info;
   renderInfo(info);
-  // The controls' limits are the server's ranges (minillm.decoding.SETTINGS with the server's caps): the
-  // page states no bound of its own. An exclusive lower bound (top_p > 0) has no HTML form; the server says so.
-  for (const [id, range] of Object.entries(info.ranges)) {
-    const input = $(id);
+  // The controls' limits and defaults are the server's (minillm.decoding.SETTINGS with the server's caps): the
+  // page states no bound of its own. An exclusive lower bound (top_p > 0) has no HTML form; the label shows it.
+  for (const [name, range] of Object.entries(info.ranges)) {
+    const input = $(name);
     if (!input) continue;
     if (range.min_inclusive) input.min = range.min;
+    else input.removeAttribute("min");
     if (range.max !== null) input.max = range.max;
+    else input.removeAttribute("max");
+  }
+  for (const control of settingControls()) {
+    const value = info.defaults[control.id];
+    if (value !== undefined) control.value = value === null ? "" : String(value);
   }
   $("question").maxLength = info.limits.max_question_chars;
+  showRanges();
 }
 
 async function start() {
@@ -554,23 +980,27 @@ async function start() {
   $("head-select").addEventListener("change", drawHeatmap);
   window.addEventListener("resize", () => { drawHeatmap(); if (state.metrics) renderMetrics(state.metrics); });
 
-  // /?q=...&strategy=beam&num_beams=3&lang=en: fill the controls from the URL, then ask at once.
+  // /?q=...&strategy=beam&num_beams=3&lang=en: check the URL against /api/info, fill the controls, then ask.
   const params = new URLSearchParams(window.location.search);
-  if (params.get("lang") === "en") state.lang = "en";
-  for (const id of Object.keys(SETTING_INPUTS)) {
-    if (params.has(id)) $(id).value = params.get(id);
-  }
+  const lang = params.get("lang");
+  if (lang === "en" || lang === "tr") state.lang = lang;
   applyLanguage();
-  updateInactiveControls();
   try {
     await loadInfo();
   } catch (err) {
-    $("param-count").textContent = `${t("failed")}: ${err.message}`;
+    $("param-count").textContent = t("info_failed", err instanceof TypeError ? t("unreachable") : err.message);
   }
+  const problems = applyUrlSettings(params);
+  if (lang !== null && lang !== "en" && lang !== "tr") {
+    problems.unshift(() => t("url_bad", "lang", t("language"), t("must_lang", lang)));
+  }
+  updateInactiveControls();
   loadMetrics();
   setInterval(loadMetrics, 5000);  // while a run goes, its curves grow
-  if (params.has("q")) {
-    $("question").value = params.get("q");
+  if (params.has("q")) $("question").value = params.get("q");
+  if (problems.length) {
+    showMessage(problems.concat(params.get("q") ? [() => t("url_not_asked")] : []));
+  } else if (params.get("q")) {
     await ask();
   }
 }
