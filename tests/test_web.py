@@ -5,16 +5,22 @@ checkpoint.load, exactly as `generate.py --serve` does. Every answer the API giv
 generation.generate gives for the same question and settings, so a setting the server dropped (top-p, say)
 makes a test fail.
 """
+import contextlib
 import dataclasses
+import io
 import json
+import math
 import os
 import pathlib
 import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +35,7 @@ from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery import runlog
 from minillm.machinery.api import Limits, TrainingLog, server_settings
+from minillm.machinery import api
 from minillm.machinery.web import STATIC_DIR, make_server, open_server
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import BPETokenizer
@@ -198,6 +205,8 @@ def test_generate_matches_the_library_with_details(app):
     assert body["answer"] == ref.text and body["ids"] == ref.ids
     assert body["src_tokens"] == ref.src_tokens and body["src_tokens"][:-1] == [
         app.tok.id_to_token_str(i) for i in app.tok.encode(QUESTION)]  # the question's tokens, then <eos>
+    assert body["src_ids"] == app.tok.encode(QUESTION) + [app.tok.eos_id]  # the ids behind those tokens
+    assert [app.tok.id_to_token_str(i) for i in body["src_ids"]] == body["src_tokens"]
     assert body["tgt_tokens"] == [app.tok.id_to_token_str(i) for i in ref.ids]
     assert body["token_probs"] == pytest.approx(ref.token_probs, abs=1e-5)
     L, H = app.model.cfg.n_decoder_layers, app.model.cfg.n_heads
@@ -531,3 +540,180 @@ def test_concurrent_requests_match_sequential_answers(app):
         assert status == 200
         assert body["ids"] == direct(app, QUESTION, **job).ids, job
     assert alive(app)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The server's edges: slow clients, floods, vanished clients, huge names, non-finite numbers
+# ----------------------------------------------------------------------------------------------------------------
+
+def strict_json(raw):
+    """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(raw, parse_constant=refuse)
+
+
+def read_reply(sock):
+    """Everything the server sends until it closes: (status or None if it sent nothing, strict-JSON body)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return (int(head.split(b" ", 2)[1]), strict_json(body)) if head else (None, None)
+
+
+def reset(sock):
+    """Close with a TCP reset instead of a FIN, as a client that crashes or is killed does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@contextlib.contextmanager
+def own_server(app, **limits):
+    """A second server for app's model with its own Limits and its log in a StringIO: yields (server, log)."""
+    log = io.StringIO()
+    server = make_server(app.model, app.tok, port=0, limits=Limits(**limits), log=log)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server, log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get_status(server, path="/api/info"):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}{path}", timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def wait_for_a_free_worker(server):
+    """With max_workers=1, a 200 means the previous request's thread has finished (a 503 that it still runs)."""
+    for _ in range(200):
+        if get_status(server) == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the worker was never released")
+
+
+@pytest.mark.parametrize("head", [b"GET /api/info HTTP/1.0\r\nX-Slow: ",
+                                  b"POST /api/generate HTTP/1.0\r\nContent-Length: 300\r\n\r\n"],
+                         ids=["in-a-header", "in-the-body"])
+def test_a_slow_client_is_cut_off_at_the_request_deadline(app, head):
+    """One byte every 50 ms would take 15 s to finish the request; every single read is quick, so only a
+    deadline for the whole request stops it. The server must close the connection after about 1 s."""
+    with own_server(app, request_deadline_s=1.0) as (server, log), \
+            socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as sock:
+        sock.sendall(head)
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 300 and not select.select([sock], [], [], 0.05)[0]:   # readable: a reply, or closed
+                sock.sendall(b"a")
+                sent += 1
+        assert sent < 300, "the server waited for the whole slow request"
+        status, body = read_reply(sock)
+        if head.startswith(b"POST"):                   # in the body: the handler answers 408
+            assert status == 408 and "longer than 1 s" in body["error"]
+        assert get_status(server) == 200 and "Traceback" not in log.getvalue()
+
+
+def test_more_connections_than_workers_get_an_immediate_503(app):
+    """max_workers=1: while a connection that sends nothing holds the one worker (for up to the 30 s deadline),
+    the next request is answered 503 with Retry-After at once; when the worker is free, requests are served."""
+    with own_server(app, max_workers=1, retry_after_s=3) as (server, log):
+        hog = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30)
+        hog.sendall(b"GET /api/info HTTP/1.0\r\n")      # and never the blank line that ends the request
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/info"
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(url, timeout=10)
+            assert err.value.code == 503 and err.value.headers["Retry-After"] == "3"
+            assert "busy" in strict_json(err.value.read())["error"]
+        hog.close()
+        wait_for_a_free_worker(server)
+        assert "Traceback" not in log.getvalue()
+
+
+def test_an_over_limit_content_length_is_refused_before_the_body(app):
+    """The 413 arrives although not one byte of the body is ever sent (the server's deadline is 30 s, the
+    client waits 5): the server refuses on the header alone."""
+    with socket.create_connection((app.host, app.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/generate HTTP/1.0\r\nContent-Length: 1000000\r\n\r\n")
+        status, body = read_reply(sock)
+    assert status == 413 and "1000000 bytes" in body["error"]
+    for declared in (b"\xb2", b"9" * 5000, b"-1", b"0x10"):     # "2" as a superscript, 5,000 digits, ...
+        status, body = raw_http(app, b"POST /api/generate HTTP/1.0\r\nContent-Length: " + declared + b"\r\n\r\n")
+        assert status == 400 and "Content-Length" in body["error"]
+
+
+GOOD_BODY = json.dumps({"question": QUESTION, "strategy": "beam", "max_new_tokens": SERVER_CAP}).encode()
+
+
+@pytest.mark.parametrize("request_bytes, how", [
+    (b"POST /api/generate HTTP/1.0\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000, "reset"),
+    (b"POST /api/generate HTTP/1.0\r\nContent-Length: 200\r\n\r\n{\"question\": ", "reset"),
+    (b"POST /api/generate HTTP/1.0\r\nContent-Length: 200\r\n\r\n{\"question\": ", "close"),
+    (b"POST /api/generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(GOOD_BODY) + GOOD_BODY, "reset"),
+    (b"GET /api/metrics HTTP/1.0\r\n\r\n", "reset"),
+], ids=["over-the-limit", "mid-body", "mid-body-fin", "before-the-reply", "before-the-reply-get"])
+def test_a_vanished_client_leaves_no_traceback(app, request_bytes, how):
+    """A client that resets the connection (or closes it) while sending its body or awaiting the reply."""
+    with own_server(app, max_workers=1) as (server, log):
+        sock = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30)
+        sock.sendall(request_bytes)
+        reset(sock) if how == "reset" else sock.close()
+        wait_for_a_free_worker(server)
+        assert "Traceback" not in log.getvalue() and "error" not in log.getvalue().lower(), log.getvalue()
+
+
+@pytest.mark.parametrize("segment", ["a" * 300 + ".js", urllib.parse.quote("ş" * 200), "a/" * 2000 + "b.css"])
+def test_an_over_long_file_name_is_404_without_a_path(app, segment):
+    status, _, body = call(app, "GET", "/static/" + segment)
+    assert status == 404 and "no static file" in body["error"]
+    assert str(STATIC_DIR.parent.parent) not in body["error"] and "Errno" not in body["error"]
+
+
+def test_extreme_settings_are_refused_and_the_edges_of_the_range_give_strict_json(app):
+    """1e-40 once turned logits into inf and the reply into NaN (a 500); the bounds in decoding.SETTINGS refuse it,
+    and the most extreme values allowed still give finite numbers."""
+    for bad in (dict(repetition_penalty=1e-40), dict(strategy="sample", temperature=1e-40),
+                dict(strategy="beam", repetition_penalty=1e-40), dict(length_penalty=1e308)):
+        status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, **bad})
+        assert status == 400 and next(iter(bad.keys() - {"strategy"})) in body["error"]
+    low, high = SETTINGS["repetition_penalty"].low, SETTINGS["repetition_penalty"].high
+    for edge in (dict(strategy="sample", temperature=SETTINGS["temperature"].low, seed=0, repetition_penalty=low),
+                 dict(strategy="beam", repetition_penalty=low, length_penalty=SETTINGS["length_penalty"].low),
+                 dict(strategy="greedy", repetition_penalty=high)):
+        edge["max_new_tokens"] = SERVER_CAP
+        with urllib.request.urlopen(urllib.request.Request(
+                app.url + "/api/generate", data=json.dumps({"question": QUESTION, **edge}).encode()), timeout=60) as r:
+            body = strict_json(r.read())
+        assert all(math.isfinite(p) for p in body["token_probs"]) and body["ids"] == direct(app, QUESTION, **edge).ids
+
+
+def test_non_finite_numbers_are_sent_as_null_and_a_500_names_no_path(app, monkeypatch):
+    """If generation ever returned NaN or inf (a corrupt checkpoint, a future bug), the reply would still be JSON.
+    And an internal error answers 500 naming only the exception's type; the log keeps the traceback."""
+    real = api.generate
+
+    def nan_generate(*args, **kwargs):
+        answers = real(*args, **kwargs)
+        answers[0].token_probs[0] = float("nan")
+        answers[0].cross_attention = answers[0].cross_attention.clone()  # generate's are inference tensors
+        answers[0].cross_attention[0, 0, 0, 0] = float("inf")
+        return answers
+    monkeypatch.setattr(api, "generate", nan_generate)
+    with own_server(app) as (server, log):
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/generate"
+        with urllib.request.urlopen(url, data=json.dumps({"question": QUESTION}).encode(), timeout=60) as resp:
+            body = strict_json(resp.read())
+        assert body["token_probs"][0] is None and body["cross_attention"][0][0][0][0] is None
+        monkeypatch.setattr(api, "generate", lambda *a, **k: open(STATIC_DIR / "no" / "such" / "file"))
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, data=json.dumps({"question": QUESTION}).encode(), timeout=60)
+        error = strict_json(err.value.read())["error"]
+        assert err.value.code == 500 and "FileNotFoundError" in error and str(STATIC_DIR) not in error
+        assert "Traceback" in log.getvalue() and str(STATIC_DIR) in log.getvalue()

@@ -7,6 +7,7 @@ naming the field and the range, and every accepted field reaches :class:`Generat
 """
 import dataclasses
 import json
+import math
 import pathlib
 import threading
 import time
@@ -25,6 +26,9 @@ class Limits:
     max_new_tokens: int = 256          # tokens; the server-side cap on generation length (a request may ask less)
     max_beams: int = 8                 # beams; beam search costs num_beams decoder rows per step
     lock_wait_s: float = 120.0         # seconds a request waits for the model before a 503
+    request_deadline_s: float = 30.0   # seconds for request line, headers and body together (a slow client's cap)
+    max_workers: int = 16              # requests handled at once; one more gets an immediate 503, never a queue
+    retry_after_s: int = 5             # seconds; the Retry-After a 503 suggests
 
 
 class RequestError(Exception):
@@ -147,15 +151,39 @@ class TrainingLog:
                     "records": self._records, "skipped_lines": self._skipped}
 
 
+def find_training_log(checkpoint):
+    """The run's log (runlog.LOG_FILE). train.py writes it next to model.pt in the run directory; ``checkpoint``
+    may also be a .pt file (checkpoint.load accepts one) or a directory below the run's. When there is no log
+    yet, the path where the trainer will write it: the page draws the curves as soon as it appears."""
+    directory = pathlib.Path(checkpoint)
+    if directory.is_file():
+        directory = directory.parent
+    for candidate in (directory / runlog.LOG_FILE, directory.parent / runlog.LOG_FILE):
+        if candidate.is_file():
+            return candidate
+    return directory / runlog.LOG_FILE
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The model behind the API
 # ----------------------------------------------------------------------------------------------------------------
 
+def _finite_or_none(value):
+    """``value`` with every NaN or infinite float (at any depth of lists) replaced by None (JSON's null)."""
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
 def _rounded(tensor, digits=4):
-    """A float tensor as nested lists with ``digits`` decimals: 4 digits keep the JSON ~3x smaller."""
+    """A float tensor as nested lists with ``digits`` decimals: 4 digits keep the JSON ~3x smaller.
+
+    subtle: NaN and Infinity are not JSON (a browser's JSON.parse rejects the whole reply), so a non-finite entry
+    becomes null; the walk over the lists runs only when there is one."""
     scale = 10.0 ** digits
     # subtle: in float32, 0.0668 prints as 0.06679999828338623; rounding in float64 keeps the JSON short.
-    return (tensor.double() * scale).round().div(scale).tolist()
+    values = (tensor.double() * scale).round().div(scale)
+    return values.tolist() if bool(values.isfinite().all()) else _finite_or_none(values.tolist())
 
 
 class ModelService:
@@ -207,7 +235,8 @@ class ModelService:
         except (TypeError, ValueError) as exc:  # GenerationConfig's own checks
             raise RequestError(400, f"invalid settings: {exc}") from None
         if not self.lock.acquire(timeout=self.limits.lock_wait_s):
-            raise RequestError(503, f"the model is busy; waited {self.limits.lock_wait_s:.0f} s")
+            raise RequestError(503, f"the model is busy; waited {self.limits.lock_wait_s:.0f} s",
+                               [("Retry-After", str(self.limits.retry_after_s))])
         try:
             start = time.perf_counter()
             ans = generate(self.model, self.tokenizer, [question], config, return_details=True)[0]
@@ -218,7 +247,8 @@ class ModelService:
             "question": question,
             "answer": ans.text,
             "ids": list(ans.ids),
-            "token_probs": [round(float(p), 5) for p in ans.token_probs],
+            "token_probs": _finite_or_none([round(float(p), 5) for p in ans.token_probs]),
+            "src_ids": encode_source(self.tokenizer, question, self.max_src_len)[0],   # what the encoder read
             "src_tokens": list(ans.src_tokens),
             "tgt_tokens": list(ans.tgt_tokens),
             "cross_attention": _rounded(ans.cross_attention),  # (N, H, T, S)

@@ -13,41 +13,42 @@ Routes::
     POST /api/generate     {"question": "...", "strategy": "beam", ...} -> answer, per-token probabilities and
                            the decoder's cross-attention, shape (N, H, T, S)
 
-Robustness, in the order a request meets it:
+Robustness, in the order a request meets it (each bound is a field of ``Limits``):
 
-1. The body is read only if its ``Content-Length`` is present, a number, and below ``Limits.max_body_bytes``
-   (413 otherwise), so a client cannot make the server buffer an unbounded body.
-2. The body must be UTF-8 JSON holding an object (400).
-3. Every field is checked against minillm.decoding.SETTINGS: unknown names, wrong types and out-of-range
-   values are 400 errors that name the field and what was expected. A misspelt field is an error, never
-   silently ignored, and every accepted field reaches ``GenerationConfig``.
-4. ``max_new_tokens`` is capped by the server (``Limits.max_new_tokens``), so no request runs unboundedly long.
-5. Generation runs under one lock: requests are served by concurrent threads, but only one of them uses the
-   model at a time (see :class:`ModelService`). A request that waits too long for the lock gets 503.
+1. At most ``max_workers`` requests are handled at once; one more gets an immediate 503 with Retry-After.
+2. Request line, headers and body must arrive within ``request_deadline_s`` in all (a slow client gets 408).
+3. The body is read only if its ``Content-Length`` is present, a number, and at most ``max_body_bytes``; else
+   the 411/400/413 is sent at once, before a byte of the body is read.
+4. The body must be UTF-8 JSON holding an object (400), whose fields minillm.machinery.api checks against
+   minillm.decoding.SETTINGS (400 naming the field). One request generates at a time (see ModelService).
 
-Every error, including the ones ``http.server`` itself raises (a malformed request line, an unsupported method),
-is sent as JSON ``{"error": "..."}``, and no error stops the server.
+Every error, http.server's own included (a malformed request line, an unknown method), is JSON
+``{"error": "..."}`` and stops nothing. No reply holds NaN or Infinity, no error reply a file path (a 500 names
+the exception's type; its traceback goes to the server's log), and a vanished client leaves no traceback.
 """
+import contextlib
+import io
 import json
 import pathlib
+import re
 import socket
+import sys
+import threading
+import time
+import traceback
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from minillm.machinery.api import ModelService, RequestError, TrainingLog, parse_generate_request, parse_json_body
+from minillm.machinery.api import (ModelService, RequestError, TrainingLog, find_training_log, parse_generate_request,
+                                   parse_json_body)
 from minillm.machinery.checkpoint import load
-from minillm.machinery.runlog import LOG_FILE
 
 STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 
 # Only these file types are served from STATIC_DIR; anything else there is a 404.
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-}
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 # The page loads nothing from anywhere else; the browser enforces it (and so the page works offline).
 CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
@@ -64,23 +65,58 @@ def _static_file(url_path):
     try:
         relative = urllib.parse.unquote(url_path[len("/static/"):], errors="strict")
     except UnicodeDecodeError:
-        raise RequestError(400, f"path {url_path!r} is not percent-encoded UTF-8") from None
+        raise RequestError(400, f"path {url_path!r:.100} is not percent-encoded UTF-8") from None
     # subtle: unquote first, so "%2e%2e/" is seen as "../"; refuse any ".." segment, backslash or NUL outright,
     # and then also check the resolved path (symlinks included) still lies inside STATIC_DIR.
     parts = relative.split("/")
     if any(part in ("..", ".") for part in parts) or "\\" in relative or "\x00" in relative:
-        raise RequestError(403, f"path {url_path!r} leaves the static folder")
-    path = (STATIC_DIR / relative).resolve()
-    if not path.is_relative_to(STATIC_DIR) or not path.is_file() or path.suffix not in CONTENT_TYPES:
-        raise RequestError(404, f"no static file {url_path!r}")
+        raise RequestError(403, f"path {url_path!r:.100} leaves the static folder")
+    try:
+        path = (STATIC_DIR / relative).resolve()
+        found = path.is_relative_to(STATIC_DIR) and path.is_file() and path.suffix in CONTENT_TYPES
+    except OSError:  # e.g. a segment over the file system's 255 bytes: "File name too long", with our full path
+        found = False
+    if not found:
+        raise RequestError(404, f"no static file {url_path!r:.100}")
     return path
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's receiving side that gives up at a fixed moment, however slowly the bytes trickle in.
+
+    subtle: a socket timeout bounds each read, not the request: a client sending one byte every 20 s never trips
+    a 30 s timeout. So each read here waits at most until ``deadline``; past it, reading raises TimeoutError."""
+
+    def __init__(self, sock, deadline, read_timeout):
+        self.sock, self.deadline, self.read_timeout = sock, deadline, read_timeout
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request deadline passed")
+        self.sock.settimeout(min(remaining, self.read_timeout))
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.read_timeout)  # sending the reply keeps the plain per-write timeout
 
 
 class Handler(BaseHTTPRequestHandler):
     """One request. The server object carries the shared state: ``server.service`` and ``server.training_log``."""
 
     server_version = "minillm"
-    timeout = 30  # seconds; a client that stops sending mid-request releases its thread after this
+    default_request_version = "HTTP/1.0"  # so a reply to a malformed request line has a status line too
+    timeout = 30  # seconds; the most one read or write may wait (the whole request has Limits.request_deadline_s)
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # the plain reader http.server made; reading goes through the deadline instead
+        deadline = time.monotonic() + self.server.service.limits.request_deadline_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.timeout))
+        self.body_read = False
 
     # --- responses -------------------------------------------------------------------------------------------
 
@@ -98,7 +134,8 @@ class Handler(BaseHTTPRequestHandler):
     def send_json(self, status, obj, extra_headers=()):
         # subtle: the byte-level tokenizer can decode to a lone surrogate (and JSON can carry one in), which UTF-8
         # cannot encode. Outside strings json.dumps writes only ASCII, so "backslashreplace" can only ever turn a
-        # surrogate into "\udXXX" inside a string, which is exactly JSON's own escape for it.
+        # surrogate into "\udXXX" inside a string, which is exactly JSON's own escape for it. NaN and Infinity
+        # are not JSON: api.py sends them as null, and allow_nan=False makes one it missed a 500, not bad JSON.
         body = json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8", errors="backslashreplace")
         headers = (("Cache-Control", "no-store"),) + tuple(extra_headers)
         self._send(status, body, "application/json; charset=utf-8", headers)
@@ -111,23 +148,32 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:  # the client is gone; nothing to tell it
             pass
 
+    def log_request(self, code="-", size="-"):
+        if not self.server.quiet:  # quiet drops the line per request; errors are always logged
+            super().log_request(code, size)
+
     def log_message(self, format, *args):
-        if not self.server.quiet:
-            super().log_message(format, *args)
+        # As http.server's own, but to server.log; control characters from the request are escaped.
+        message = (format % args).translate(self._control_char_table)
+        self.server.log.write(f"{self.address_string()} - - [{self.log_date_time_string()}] {message}\n")
 
     # --- routing ---------------------------------------------------------------------------------------------
 
-    def _route(self, method):
+    def _route(self):
+        method = self.command
         try:
-            path = urllib.parse.urlsplit(self.path).path
+            try:
+                path = urllib.parse.urlsplit(self.path).path
+            except ValueError:  # e.g. "http://[x/": an absolute URL with an unclosed IPv6 bracket
+                raise RequestError(400, f"cannot parse the path {self.path!r:.100}") from None
             if path == "/api/generate":
                 allowed = ("POST",)
             elif path in ("/api/info", "/api/metrics", "/") or path.startswith("/static/"):
                 allowed = ("GET", "HEAD")
             else:
-                raise RequestError(404, f"no such path {path!r}")
+                raise RequestError(404, f"no such path {path!r:.100}")
             if method not in allowed:
-                raise RequestError(405, f"{method} is not allowed on {path}; use {' or '.join(allowed)}",
+                raise RequestError(405, f"{method} is not allowed on {path:.100}; use {' or '.join(allowed)}",
                                    [("Allow", ", ".join(allowed))])
             if path == "/api/generate":
                 self._generate()
@@ -138,31 +184,18 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._static(path)
         except RequestError as exc:
-            self._drain_body()
             self.send_json(exc.status, {"error": exc.message}, exc.headers)
+            self._discard_body()
         except (ConnectionError, TimeoutError):
-            self.close_connection = True  # the client went away or stalled; nothing to answer
+            self.close_connection = True  # the client went away or stopped reading; nothing to answer
         except Exception as exc:  # a bug or a failed generation: answer 500 and keep serving
+            # The message may hold file paths (an OSError's does): it goes to the log, only the type to the client.
             self.log_error("internal error on %s %s: %r", method, self.path, exc)
-            self.send_json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+            self.server.log.write(traceback.format_exc())
+            self.send_json(500, {"error": f"internal error ({type(exc).__name__}); the server's log has details"})
 
-    def do_GET(self):
-        self._route("GET")
-
-    def do_HEAD(self):
-        self._route("HEAD")
-
-    def do_POST(self):
-        self._route("POST")
-
-    def do_PUT(self):
-        self._route("PUT")
-
-    def do_DELETE(self):
-        self._route("DELETE")
-
-    def do_PATCH(self):
-        self._route("PATCH")
+    # http.server calls do_<METHOD>; these methods all route (405 where not allowed), any other gets a 501.
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _route
 
     # --- handlers --------------------------------------------------------------------------------------------
 
@@ -174,41 +207,48 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], headers)
 
     def _read_body(self):
-        """The request body, only if its declared length is present, valid and within the limit."""
+        """The request body, if its declared length is present, valid and within the limit. Every check comes
+        before the first byte of the body is read, so a refusal is sent at once."""
         declared = self.headers.get("Content-Length")
         if declared is None:
             raise RequestError(411, "a Content-Length header is required")
-        if not declared.strip().isdigit():
-            raise RequestError(400, f"Content-Length must be a non-negative integer, got {declared[:40]!r}")
+        # subtle: str.isdigit() also accepts "²" (which int() refuses), and int() refuses 5,000 digits outright.
+        if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
+            raise RequestError(400, f"Content-Length must be an integer of 1 to 18 digits, got {declared[:40]!r}")
         length = int(declared)
-        limit = self.server.service.limits.max_body_bytes
-        if length > limit:
-            raise RequestError(413, f"the request body is {length} bytes; the limit is {limit}")
-        body = self.rfile.read(length)
-        self._body_read = True
+        limits = self.server.service.limits
+        if length > limits.max_body_bytes:
+            raise RequestError(413, f"the request body is {length} bytes; the limit is {limits.max_body_bytes}")
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(408, f"the request took longer than {limits.request_deadline_s:g} s") from None
+        self.body_read = True
         if len(body) < length:
             raise RequestError(400, f"the request body ended after {len(body)} of {length} bytes")
         return body
 
-    def _drain_body(self):
-        """Before an error reply, read (and drop) a moderately sized unread body.
+    def _discard_body(self):
+        """After an error reply to a request whose body was not read: drop what the client still sends.
 
-        subtle: closing a socket whose receive buffer still holds unread bytes makes the kernel send a TCP reset,
-        and the client may then lose our 413 and see "connection reset" instead. Reading what was sent (up to a
-        bound; beyond that we accept the reset) lets the error reach the client.
-        """
-        if getattr(self, "_body_read", False) or self.command not in ("POST", "PUT", "PATCH"):
+        subtle: closing a socket with unread bytes in it sends a TCP reset, and a client still sending its body
+        may then lose our reply. So the reply goes first (a 413 never waits for the body); then we close our
+        sending side and drop what arrives until the client closes, the deadline or a byte bound ("lingering
+        close", as Apache calls it)."""
+        self.close_connection = True
+        if self.body_read or self.command not in ("POST", "PUT", "PATCH"):
             return
-        declared = self.headers.get("Content-Length", "")
-        if declared.strip().isdigit():
-            remaining = min(int(declared), 8 * self.server.service.limits.max_body_bytes + 1_048_576)
+        self.body_read = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            remaining = 8 * self.server.service.limits.max_body_bytes + 1_048_576
             while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 65_536))
+                chunk = self.rfile.read1(min(remaining, 65_536))
                 if not chunk:
                     break
                 remaining -= len(chunk)
-        self._body_read = True
-        self.close_connection = True
+        except OSError:  # the deadline passed or the client reset the connection: it has our reply, or never will
+            pass
 
     def _generate(self):
         service = self.server.service
@@ -218,37 +258,70 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, service.answer(question, settings))
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+class _Refusal(Handler):
+    """The reply to a connection beyond Limits.max_workers: an immediate 503, sent by the accepting thread. It
+    waits for nothing, not even the request line (that would stall the thread that accepts every connection),
+    and drops only what has already arrived (see Handler._discard_body)."""
+
+    def handle(self):
+        self.close_connection = True
+        self.request_version, self.requestline, self.command = "HTTP/1.0", "(refused: too many requests)", None
+        limits = self.server.service.limits
+        self.send_json(503, {"error": f"the server is busy ({limits.max_workers} requests at once); try again"},
+                       [("Retry-After", str(limits.retry_after_s))])
+        self.connection.setblocking(False)
+        try:
+            for _ in range(16):  # bounded: a client that keeps sending must not keep this thread
+                if not self.connection.recv(65_536):
+                    break
+        except BlockingIOError:  # nothing more has arrived
+            pass
+
+
+class Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most Limits.max_workers request threads, and a log free of vanished clients."""
+
+    daemon_threads = True  # a stuck request thread never keeps the process alive
+
+    def __init__(self, address, service, training_log, quiet=False, log=None):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET  # "::1" is IPv6
+        super().__init__(address, Handler)
+        self.service, self.training_log, self.quiet = service, training_log, quiet
+        self.log = log if log is not None else sys.stderr
+        self.workers = threading.BoundedSemaphore(service.limits.max_workers)
+
+    def process_request(self, request, client_address):
+        """Runs on the accepting thread: hand the connection to a new worker thread, or refuse it at once."""
+        if not self.workers.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # the client may be gone already; it is closed either way
+                _Refusal(request, client_address, self)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (the system is out of threads): the slot is free again
+            self.workers.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.workers.release()
+
+    def handle_error(self, request, client_address):
+        """Called with an exception that escaped a request's handler: a vanished client is nothing to report."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            self.log.write(f"error on a request from {client_address[0]}:\n{traceback.format_exc()}")
 
 
 def make_server(model, tokenizer, host="127.0.0.1", port=0, log_path=None, limits=None, checkpoint_dir=None,
-                quiet=False):
-    """A ThreadingHTTPServer bound to (host, port), not yet serving; port 0 picks a free port.
-
-    Call ``server.serve_forever()`` (in a thread, for tests) and ``server.shutdown()`` to stop it;
-    ``server.server_address`` holds the bound (host, port).
-    """
-    server_class = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer  # "::1" is an IPv6 address
-    server = server_class((host, port), Handler)
-    server.daemon_threads = True  # a stuck request thread never keeps the process alive
-    server.service = ModelService(model, tokenizer, limits, checkpoint_dir)
-    server.training_log = TrainingLog(log_path)
-    server.quiet = quiet
-    return server
-
-
-def find_training_log(checkpoint):
-    """The run's log (runlog.LOG_FILE). train.py writes it next to model.pt in the run directory; ``checkpoint``
-    may also be a .pt file (checkpoint.load accepts one) or a directory below the run's. When there is no log
-    yet, the path where the trainer will write it: the page draws the curves as soon as it appears."""
-    directory = pathlib.Path(checkpoint)
-    if directory.is_file():
-        directory = directory.parent
-    for candidate in (directory / LOG_FILE, directory.parent / LOG_FILE):
-        if candidate.is_file():
-            return candidate
-    return directory / LOG_FILE
+                quiet=False, log=None):
+    """A Server bound to (host, port), not yet serving; port 0 picks a free port. Call ``serve_forever()`` (in
+    a thread, for tests) and ``shutdown()`` to stop it; ``server_address`` holds the bound (host, port).
+    ``log``: a text stream (default sys.stderr); ``quiet`` leaves out the line per request, never an error."""
+    return Server((host, port), ModelService(model, tokenizer, limits, checkpoint_dir), TrainingLog(log_path), quiet,
+                  log)
 
 
 def open_server(checkpoint_dir, host="127.0.0.1", port=8000, log_path=None, device="cpu", limits=None):
@@ -263,8 +336,7 @@ def serve(checkpoint_dir, host="127.0.0.1", port=8000, log_path=None, device="cp
     server = open_server(checkpoint_dir, host, port, log_path, device, limits)
     bound_host, bound_port = server.server_address[:2]
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    service = server.service
-    print(f"minillm: {service.model.num_params() / 1e6:.2f} M parameters, checkpoint {checkpoint_dir}, "
+    print(f"minillm: {server.service.model.num_params() / 1e6:.2f} M parameters, checkpoint {checkpoint_dir}, "
           f"training log {server.training_log.path}")
     print(f"minillm: serving on http://{shown_host}:{bound_port}/ (Ctrl-C stops)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
