@@ -125,27 +125,46 @@ class KVCache:
     """
 
     def __init__(self, k: Optional[Tensor] = None, v: Optional[Tensor] = None):
-        self.k = k
-        self.v = v
+        # Buffers (B, H, capacity, D), of which the first `length` positions are filled. Appending one position
+        # with torch.cat would copy the whole cache at every step (O(T^2) over an answer); instead the capacity
+        # doubles when full (amortised O(1) per position, as a Python list grows) and new positions are written
+        # in place.
+        self._k, self._v = k, v
+        self._length = 0 if k is None else k.size(2)
+
+    @property
+    def k(self) -> Optional[Tensor]:
+        return None if self._k is None else self._k[:, :, :self._length]           # (B, H, L, D), a view
+
+    @property
+    def v(self) -> Optional[Tensor]:
+        return None if self._v is None else self._v[:, :, :self._length]           # (B, H, L, D), a view
 
     @property
     def length(self) -> int:
-        return 0 if self.k is None else self.k.size(2)
+        return self._length
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new positions (B, H, T_new, D) and return all keys and values (B, H, L + T_new, D)."""
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=2)        # (B, H, L + T_new, D)
-            self.v = torch.cat([self.v, v], dim=2)        # (B, H, L + T_new, D)
+        end = self._length + k.size(2)
+        if self._k is None or end > self._k.size(2):                                  # full: double the capacity
+            capacity = max(end, 16, 2 * (0 if self._k is None else self._k.size(2)))
+            grown_k = k.new_empty(k.size(0), k.size(1), capacity, k.size(3))          # (B, H, capacity, D)
+            grown_v = v.new_empty(v.size(0), v.size(1), capacity, v.size(3))
+            if self._length:
+                grown_k[:, :, :self._length] = self.k
+                grown_v[:, :, :self._length] = self.v
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, self._length:end] = k
+        self._v[:, :, self._length:end] = v
+        self._length = end
         return self.k, self.v
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (LongTensor (B',)), in that order: beam search reorders and expands."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)        # (B', H, L, D)
-            self.v = self.v.index_select(0, index)        # (B', H, L, D)
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)        # (B', H, capacity, D)
+            self._v = self._v.index_select(0, index)        # (B', H, capacity, D)
 
 
 # ----------------------------------------------------------------------------------------------------------
