@@ -1,7 +1,9 @@
 """Questions in, answers out: ``generate`` encodes the questions, decodes them in batches with the chosen
 strategy (minillm.decoding: greedy, sample; minillm.beam: beam) and, on request, recomputes the details the web
-page draws: each answer token's probability and the decoder's cross-attention. ``stream`` answers one question
-the same way and hands its text over piece by piece as the tokens are produced (the interactive prompt).
+page draws: each answer token's probability, the decoder's cross- and self-attention, and each step's top
+candidates before and after the processors (what temperature, top-k, top-p and the penalties changed).
+``stream`` answers one question the same way and hands its text over piece by piece as the tokens are
+produced (the interactive prompt).
 
     answers = generate(model, tokenizer, ["soru 1", "soru 2"], GenerationConfig(strategy="beam"))
     answers[0].text
@@ -30,13 +32,28 @@ class Answer:
     ids: list[int]
     token_probs: list[float] | None = None           # return_details: probability of each chosen token (len T)
     cross_attention: torch.Tensor | None = None      # return_details: (N, H, T, S) cross-attention weights
+    # return_details: (N, H, T, T) decoder self-attention weights; row t is the step that wrote ids[t], column j
+    # the decoder input at position j (<bos>, then ids[:-1]); causal, so zero above the diagonal.
+    self_attention: torch.Tensor | None = None
+    # return_details: per answer token, the top candidates as [(id, probability), ...], best first: "raw" from
+    # the model's own softmax, "processed" after the processors the strategy used (zero-probability ones left out).
+    steps: list[dict] | None = None
     src_tokens: list[str] = field(default_factory=list)  # printable source tokens: the S axis of the heatmap
     tgt_tokens: list[str] = field(default_factory=list)  # printable answer tokens: the T axis of the heatmap
 
 
-def token_details(model, src: torch.Tensor, answers: list[list[int]], config: GenerationConfig):
+def top_candidates(probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+    """(B, V) probabilities -> per row the k most probable (id, probability), best first, zeros left out."""
+    p, ids = probs.topk(min(k, probs.size(-1)), dim=-1)                       # (B, k) each
+    return [[(int(i), float(q)) for i, q in zip(row_ids, row_p) if q > 0] for row_ids, row_p in
+            zip(ids.tolist(), p.tolist())]
+
+
+def token_details(model, src: torch.Tensor, answers: list[list[int]], config: GenerationConfig, top: int = 5):
     """Teacher-forces each answer through the decoder once (all positions in one ``decode_step`` call) and
-    returns, per row, (probabilities of the answer's tokens, cross-attention (N, H, T, S_real)).
+    returns, per row, (probabilities of the answer's tokens, cross-attention (N, H, T, S_real), self-attention
+    (N, H, T, T), steps): ``steps[t]`` holds the ``top`` candidates at step t, {"raw": [(id, p), ...],
+    "processed": [(id, p), ...]}, before and after ``process_logits`` (see ``Answer.steps``).
 
     The probability is that of the distribution the strategy chose from: the model's softmax after the same
     processors (so after temperature/top-k/top-p when sampling). Recomputing here, instead of recording during
@@ -51,16 +68,24 @@ def token_details(model, src: torch.Tensor, answers: list[list[int]], config: Ge
     cache = model.make_cache(enc_out, src_mask)
     # subtle: padding after a short answer is harmless: causal self-attention never lets an earlier position
     # see a later one, and we read only each row's own positions.
-    logits, cross = model.decode_step(answer_in_ids[:, :T], cache, need_weights=True)  # (B, T, V), N x (B, H, T, S)
-    cross = torch.stack(cross, dim=1)                                         # (B, N, H, T, S)
+    logits, cross, self_w = model.decode_step(answer_in_ids[:, :T], cache, need_weights=True)  # (B, T, V), ...
+    cross = torch.stack(cross, dim=1)                                         # N x (B, H, T, S) -> (B, N, H, T, S)
+    self_w = torch.stack(self_w, dim=1)                                       # N x (B, H, T, T) -> (B, N, H, T, T)
     probs = torch.empty(B, T, device=src.device)
+    steps: list[list[dict]] = [[] for _ in range(B)]
     never = never_generated(logits.size(-1), (special.pad, special.bos), src.device)
     for t in range(T):
         step_logits = process_logits(logits[:, t, :].float(), answer_in_ids[:, :t + 1], config, never)  # (B, V)
-        probs[:, t] = step_logits.softmax(dim=-1).gather(1, answer_in_ids[:, t + 1:t + 2]).squeeze(1)
+        step_probs = step_logits.softmax(dim=-1)                              # (B, V) what the strategy chose from
+        probs[:, t] = step_probs.gather(1, answer_in_ids[:, t + 1:t + 2]).squeeze(1)
+        raw = top_candidates(logits[:, t, :].float().softmax(dim=-1), top)   # the model's own distribution
+        processed = top_candidates(step_probs, top)
+        for i, a in enumerate(answers):
+            if t < len(a):
+                steps[i].append({"raw": raw[i], "processed": processed[i]})
     src_len = src_mask.sum(dim=1).tolist()                                    # real source tokens per row
-    return [(probs[i, :len(a)].tolist(), cross[i, :, :, :len(a), :src_len[i]].float().cpu())
-            for i, a in enumerate(answers)]
+    return [(probs[i, :len(a)].tolist(), cross[i, :, :, :len(a), :src_len[i]].float().cpu(),
+             self_w[i, :, :, :len(a), :len(a)].float().cpu(), steps[i]) for i, a in enumerate(answers)]
 
 
 def answer_length(model) -> int:
@@ -122,8 +147,8 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
     tokenised, cut to the model's source length, <eos> appended). Questions are decoded ``batch_size`` at a
     time, sorted by length so that a batch carries little padding (greedy and beam answers do not depend on the
     batching; sampled ones depend on the seed AND on which questions share a batch, since the rows draw from one
-    generator). With ``return_details`` each answer also carries the probability of each of its tokens and the
-    cross-attention weights (N, H, T, S), for the web page."""
+    generator). With ``return_details`` each answer also carries the probability of each of its tokens, the
+    cross- and self-attention weights and each step's top candidates (see ``Answer``), for the web page."""
     if isinstance(questions, str) or not isinstance(questions, (list, tuple)):
         raise TypeError(f"questions must be a list of str, got {type(questions).__name__}")
     for q in questions:
@@ -144,7 +169,8 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
             for j, i in enumerate(chunk):
                 answers[i] = make_answer(tokenizer, src_ids[i], results[j][0])
                 if details is not None:
-                    answers[i].token_probs, answers[i].cross_attention = details[j]
+                    (answers[i].token_probs, answers[i].cross_attention, answers[i].self_attention,
+                     answers[i].steps) = details[j]
     return answers
 
 

@@ -173,7 +173,7 @@ class Seq2Seq(nn.Module):
         # Causal AND key padding: query t sees real target tokens at positions <= t.
         self_mask = causal_padding_mask(tgt_mask, T)                    # (B, T, T)
         x = self._embed(tgt_in_ids, 0)                                  # (B, T, C)
-        h, _ = self.decoder(x, enc_out, self_mask, src_mask[:, None, :], rotary=self.rotary)
+        h, _, _ = self.decoder(x, enc_out, self_mask, src_mask[:, None, :], rotary=self.rotary)
         return self._logits(h)                                          # (B, T, V)
 
     def make_cache(self, enc_out: Tensor, src_mask: Tensor) -> DecoderCache:
@@ -189,8 +189,10 @@ class Seq2Seq(nn.Module):
     def decode_step(self, tgt_ids: Tensor, cache: DecoderCache, need_weights: bool = False):
         """Feed only the NEW target tokens tgt_ids (B, T_new), at positions cache.length, cache.length + 1, …
 
-        Appends their self-attention keys/values to the cache and returns logits (B, T_new, V), or
-        (logits, cross) with cross a list over decoder layers of (B, H, T_new, S) attention weights.
+        Appends their self-attention keys/values to the cache and returns logits (B, T_new, V), or, with
+        need_weights, (logits, cross, self_weights): lists over decoder layers of the cross-attention weights
+        (B, H, T_new, S) and of the causal self-attention weights (B, H, T_new, T_all), T_all = cache.length
+        after the step (zero where a query may not look: later positions and padding).
         Equal to the matching rows of forward() (tests/test_model.py checks it at every step).
         """
         self._check_ids(tgt_ids, "tgt_ids")
@@ -206,10 +208,11 @@ class Seq2Seq(nn.Module):
         self_mask = (None if T_new == 1 and cache.tgt_all_real else
                      causal_padding_mask(cache.tgt_mask, T_new))       # (B, T_new, T_all)
         cross_mask = None if cache.src_all_real else cache.src_mask[:, None, :]   # (B, 1, S)
-        h, cross = self.decoder(x, None, self_mask, cross_mask, self_kv=cache.self_kv,
-                                cross_kv=cache.cross_kv, rotary=self.rotary, need_weights=need_weights)
+        h, cross, self_weights = self.decoder(x, None, self_mask, cross_mask, self_kv=cache.self_kv,
+                                              cross_kv=cache.cross_kv, rotary=self.rotary,
+                                              need_weights=need_weights)
         logits = self._logits(h)                                        # (B, T_new, V)
-        return (logits, cross) if need_weights else logits
+        return (logits, cross, self_weights) if need_weights else logits
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (the tied matrix counted once); non_embedding leaves out E."""

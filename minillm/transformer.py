@@ -169,9 +169,12 @@ class DecoderBlock(nn.Module):
                 self_cache: Optional[KVCache] = None, cross_cache: Optional[KVCache] = None,
                 rotary: Optional[RotaryEmbedding] = None, need_weights: bool = False):
         # x: (B, T, C); enc_out: (B, S, C) or None when cross_cache holds its keys/values;
-        # self_mask: (B, T, T_total) causal & key padding; cross_mask: (B, 1, S) source padding.
+        # self_mask: (B, T, T_all) causal & key padding; cross_mask: (B, 1, S) source padding.
         h = self.norm1(x)
-        a = self.self_attn(h, h, self_mask, cache=self_cache, rotary=rotary)
+        a = self.self_attn(h, h, self_mask, cache=self_cache, rotary=rotary, need_weights=need_weights)
+        self_weights = None
+        if need_weights:
+            a, self_weights = a                                         # (B, H, T, T_all), causal
         x = x + self.drop_path(self.scale1(self.dropout(a)))
         # subtle: cross-attention normalises the DECODER stream only. enc_out has already been through the
         # encoder's final norm; normalising it again here with the decoder's norm would apply a second,
@@ -186,7 +189,7 @@ class DecoderBlock(nn.Module):
             c, weights = c                                              # weights: (B, H, T, S)
         x = x + self.drop_path(self.scale2(self.dropout(c)))
         x = x + self.drop_path(self.scale3(self.dropout(self.ffn(self.norm3(x)))))
-        return x, weights                                               # (B, T, C)
+        return x, weights, self_weights                                 # (B, T, C), weights or None
 
 
 def depth_rates(rate: float, n_layers: int) -> list[float]:
@@ -221,13 +224,16 @@ class Decoder(nn.Module):
 
     def forward(self, x: Tensor, enc_out: Optional[Tensor], self_mask: Tensor, cross_mask: Tensor, *,
                 self_kv: Optional[list[KVCache]] = None, cross_kv: Optional[list[KVCache]] = None,
-                rotary: Optional[RotaryEmbedding] = None, need_weights: bool = False) -> tuple[Tensor, list]:
-        """self_kv / cross_kv: one KVCache per block when decoding incrementally (model.DecoderCache)."""
-        cross_weights = []
+                rotary: Optional[RotaryEmbedding] = None, need_weights: bool = False) -> tuple[Tensor, list, list]:
+        """self_kv / cross_kv: one KVCache per block when decoding incrementally (model.DecoderCache).
+        Returns (h, cross_weights, self_weights): the lists hold each block's attention weights, or None
+        unless need_weights."""
+        cross_weights, self_weights = [], []
         for i, block in enumerate(self.blocks):
-            x, w = block(x, enc_out, self_mask, cross_mask,
-                         self_cache=self_kv[i] if self_kv is not None else None,
-                         cross_cache=cross_kv[i] if cross_kv is not None else None,
-                         rotary=rotary, need_weights=need_weights)
+            x, w, w_self = block(x, enc_out, self_mask, cross_mask,
+                                 self_cache=self_kv[i] if self_kv is not None else None,
+                                 cross_cache=cross_kv[i] if cross_kv is not None else None,
+                                 rotary=rotary, need_weights=need_weights)
             cross_weights.append(w)
-        return self.norm(x), cross_weights                              # (B, T, C), H-head weights per layer
+            self_weights.append(w_self)
+        return self.norm(x), cross_weights, self_weights                # (B, T, C), H-head weights per layer

@@ -364,6 +364,11 @@ def test_generate_answers_in_order_with_details(tiny_tokenizer):
         assert a.cross_attention.shape == (L, H, T, S)
         # Each attention row is a distribution over the question's real tokens.
         torch.testing.assert_close(a.cross_attention.sum(-1), torch.ones(L, H, T))
+        # Self-attention: row t (the step that wrote ids[t]) over <bos>, ids[0..t-1]; nothing later.
+        assert a.self_attention.shape == (L, H, T, T)
+        assert torch.equal(a.self_attention.triu(diagonal=1), torch.zeros(L, H, T, T))
+        torch.testing.assert_close(a.self_attention.sum(-1), torch.ones(L, H, T))
+        assert len(a.steps) == T
         assert len(a.token_probs) == T and all(0.0 < p <= 1.0 for p in a.token_probs)
         assert a.src_tokens == [tokenizer.id_to_token_str(i) for i in src_ids]
         assert len(a.tgt_tokens) == T
@@ -427,3 +432,36 @@ def test_question_is_cleaned_as_training_cleans_it(tiny_tokenizer, tiny_model, m
     # and the raw text really would have given other ids (NFD splits letters, "i̇" carries its dot)
     assert tokenizer.encode(typed[1]) != tokenizer.encode(cleaned[1][0])
     assert tokenizer.encode(typed[2]) != tokenizer.encode(cleaned[2][0])
+
+
+@pytest.mark.parametrize("config", [
+    GenerationConfig(strategy="sample", top_k=2, temperature=1.5, seed=4, max_new_tokens=8),
+    GenerationConfig(strategy="sample", top_p=0.5, repetition_penalty=1.5, seed=1, max_new_tokens=8),
+    GenerationConfig(strategy="greedy", no_repeat_ngram_size=2, max_new_tokens=8),
+    GenerationConfig(strategy="beam", num_beams=3, max_new_tokens=6),
+])
+def test_steps_show_the_candidates_before_and_after_the_processors(tiny_tokenizer, config):
+    tokenizer = tiny_tokenizer
+    model = random_model(5, vocab_size=tokenizer.vocab_size, eos_boost=0.5)
+    question = "Kanun nedir?"
+    a = generate(model, tokenizer, [question], config, return_details=True)[0]
+    assert len(a.ids) > 0 and len(a.steps) == len(a.ids) and len(a.token_probs) == len(a.ids)
+    with torch.inference_mode():                                      # an independent forward pass, no cache
+        src = torch.tensor([tokenizer.encode(question) + [tokenizer.eos_id]])
+        tgt = torch.tensor([[model.cfg.bos_id] + a.ids])
+        raw = model(src, tgt)[0, :-1].softmax(-1)                     # (T, V) the model's own distribution
+    p_top, id_top = raw.topk(5, dim=-1)                               # (T, 5)
+    for t, (step, tok) in enumerate(zip(a.steps, a.ids)):
+        assert [i for i, _ in step["raw"]] == id_top[t].tolist()
+        assert [p for _, p in step["raw"]] == pytest.approx(p_top[t].tolist(), abs=1e-5)
+        processed = step["processed"]
+        probs = [p for _, p in processed]
+        assert 1 <= len(processed) <= 5 and all(p > 0 for p in probs) and probs == sorted(probs, reverse=True)
+        if config.top_k == 2:                                         # top-k keeps at most 2 (no ties here)
+            assert len(processed) <= 2 and sum(probs) == pytest.approx(1.0, abs=1e-5)
+        if config.strategy != "beam":                                 # greedy and sampling drew from `processed`
+            assert a.token_probs[t] > 0
+        if tok in dict(processed):                                    # the same distribution as token_probs
+            assert dict(processed)[tok] == pytest.approx(a.token_probs[t], abs=1e-6)
+        if config.strategy == "greedy":                               # greedy took the best processed one
+            assert tok == processed[0][0]

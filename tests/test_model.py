@@ -195,10 +195,10 @@ def test_cross_attention_weights_from_decode_step():
     src, tgt = random_batch(torch.Generator().manual_seed(1), 2, 5, 4)
     with torch.no_grad():
         cache = model.make_cache(*model.encode(src))
-        logits, cross = model.decode_step(tgt[:, :1], cache, need_weights=True)
+        logits, cross, _ = model.decode_step(tgt[:, :1], cache, need_weights=True)
         plain = model.decode_step(tgt[:, 1:], cache)                  # the rest, weights not asked for
         cache2 = model.make_cache(*model.encode(src))
-        _, cross_all = model.decode_step(tgt, cache2, need_weights=True)  # all 4 positions at once
+        _, cross_all, _ = model.decode_step(tgt, cache2, need_weights=True)  # all 4 positions at once
     assert logits.shape == (2, 1, V) and plain.shape == (2, 3, V)
     assert len(cross) == len(model.decoder.blocks)
     real = (src != 0)[:, None, None, :]                               # (B, 1, 1, S)
@@ -207,6 +207,35 @@ def test_cross_attention_weights_from_decode_step():
         assert torch.allclose(w, w_all[:, :, :1], **TOL)
         assert torch.equal(w.masked_select(~real.expand_as(w)), torch.zeros(int((~real.expand_as(w)).sum())))
         assert torch.allclose(w.sum(-1), torch.ones(2, 2, 1), **TOL)  # a distribution over real source tokens
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_self_attention_weights_from_decode_step_are_causal_and_match_a_hand_computation(fused):
+    model = two_layer_model(n_heads=2, fused=fused)
+    src, tgt = random_batch(torch.Generator().manual_seed(3), 3, 5, 6)
+    D = model.cfg.d_model // model.cfg.n_heads
+    with torch.no_grad():
+        _, _, self_w = model.decode_step(tgt, model.make_cache(*model.encode(src)), need_weights=True)
+        cache = model.make_cache(*model.encode(src))                  # one position at a time, as decoding does
+        rows = [model.decode_step(tgt[:, t:t + 1], cache, need_weights=True)[2] for t in range(6)]
+        # Layer 0 by hand: its input is the embedded target; q, k of head h are columns h·D..(h+1)·D.
+        block = model.decoder.blocks[0]
+        x = block.norm1(model._embed(tgt, 0))                         # (B, T, C)
+        q, k = block.self_attn.q_proj(x), block.self_attn.k_proj(x)   # (B, T, C) each
+    assert len(self_w) == len(model.decoder.blocks)
+    real = tgt != 0                                                   # (B, T) real target tokens
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril()[None] & real[:, None, :]   # (B, T, T)
+    for layer, w in enumerate(self_w):
+        assert w.shape == (3, 2, 6, 6)
+        assert torch.equal(w.triu(diagonal=1), torch.zeros_like(w))   # nothing above the diagonal
+        assert torch.equal(w.masked_select(~allowed[:, None]), torch.zeros(int((~allowed).sum()) * 2))
+        torch.testing.assert_close(w.sum(-1), torch.ones(3, 2, 6), **TOL)   # a distribution over allowed keys
+        for t in range(6):                                            # the cached steps saw the same weights
+            torch.testing.assert_close(rows[t][layer][:, :, 0], w[:, :, t, :t + 1], **TOL)
+    for h in range(2):
+        qh, kh = q[..., h * D:(h + 1) * D], k[..., h * D:(h + 1) * D]               # (B, T, D)
+        scores = (qh @ kh.transpose(1, 2) / math.sqrt(D)).masked_fill(~allowed, float("-inf"))  # (B, T, T)
+        torch.testing.assert_close(self_w[0][:, h], scores.softmax(-1), **TOL)   # Vaswani et al. 2017, eq. 1
 
 
 def test_cache_reorder_follows_beam_indices():

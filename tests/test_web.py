@@ -215,6 +215,15 @@ def test_generate_matches_the_library_with_details(app):
     assert att.shape == (L, H, T, S)
     assert torch.allclose(att, ref.cross_attention.double(), atol=6e-5)  # 4 decimals on the wire
     assert torch.allclose(att.sum(-1), torch.ones(L, H, T, dtype=att.dtype), atol=S * 6e-5)  # softmax rows
+    self_att = torch.tensor(body["self_attention"], dtype=torch.float64)
+    assert self_att.shape == (L, H, T, T)
+    assert torch.allclose(self_att, ref.self_attention.double(), atol=6e-5)
+    assert len(body["steps"]) == T
+    for step, ref_step in zip(body["steps"], ref.steps):
+        for kind in ("raw", "processed"):
+            assert [c["id"] for c in step[kind]] == [i for i, _ in ref_step[kind]]
+            assert [c["token"] for c in step[kind]] == [app.tok.id_to_token_str(i) for i, _ in ref_step[kind]]
+            assert [c["p"] for c in step[kind]] == pytest.approx([p for _, p in ref_step[kind]], abs=1e-5)
     assert body["settings"]["max_new_tokens"] == 8 and body["settings"]["strategy"] == "greedy"
 
 
@@ -704,6 +713,9 @@ def test_non_finite_numbers_are_sent_as_null_and_a_500_names_no_path(app, monkey
         answers[0].token_probs[0] = float("nan")
         answers[0].cross_attention = answers[0].cross_attention.clone()  # generate's are inference tensors
         answers[0].cross_attention[0, 0, 0, 0] = float("inf")
+        answers[0].self_attention = answers[0].self_attention.clone()
+        answers[0].self_attention[0, 0, 0, 0] = float("nan")
+        answers[0].steps[0]["raw"][0] = (answers[0].steps[0]["raw"][0][0], float("nan"))
         return answers
     monkeypatch.setattr(api, "generate", nan_generate)
     with own_server(app) as (server, log):
@@ -711,6 +723,7 @@ def test_non_finite_numbers_are_sent_as_null_and_a_500_names_no_path(app, monkey
         with urllib.request.urlopen(url, data=json.dumps({"question": QUESTION}).encode(), timeout=60) as resp:
             body = strict_json(resp.read())
         assert body["token_probs"][0] is None and body["cross_attention"][0][0][0][0] is None
+        assert body["self_attention"][0][0][0][0] is None and body["steps"][0]["raw"][0]["p"] is None
         monkeypatch.setattr(api, "generate", lambda *a, **k: open(STATIC_DIR / "no" / "such" / "file"))
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(url, data=json.dumps({"question": QUESTION}).encode(), timeout=60)

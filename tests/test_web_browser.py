@@ -518,6 +518,13 @@ def test_phone_width_has_no_sideways_scroll_and_a_compact_title(site, browser):
     # Every answer token has its row label on the phone too (the heatmap scrolls inside its card).
     assert tab.js("document.querySelectorAll('#heatmap text.tgt-label').length") == tab.js(
         "document.querySelectorAll('#tokens .tok').length") > 0
+    # The step view and the self-attention heatmap fit too.
+    assert tab.js("document.querySelectorAll('#step-view .cand').length") > 0
+    tab.js("(s => { s.value = 'self'; s.dispatchEvent(new Event('change')); })"
+           "(document.getElementById('attention-kind'))")
+    assert tab.js("document.querySelectorAll('#heatmap rect.cell').length") > 0
+    width = tab.js("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"self-attention: the page is {width[0]} px wide on a {width[1]} px screen"
 
 
 def test_unknown_or_refused_url_settings_are_named_and_nothing_is_asked(site, browser):
@@ -569,3 +576,53 @@ def test_a_63_bit_seed_reaches_the_server_digit_for_digit(site, browser):
     (request,) = tab.generate_requests()
     assert request["seed"] == 2**63 - 1
     assert tab.text("#answer") == generate(model, tok, [QUESTION], GenerationConfig(**settings))[0].text
+
+
+def test_self_attention_switch_and_step_by_step_candidates(site, browser):
+    """At 1,400 px, in English, sampling with top_k = 2: the heatmap switches between cross-attention (question
+    tokens as columns) and self-attention (<bos>, then the answer so far, as columns; nothing above the diagonal),
+    and a click on an answer token shows that step's candidates before and after the processors."""
+    server, model, tok, base = site
+    settings = dict(strategy="sample", top_k=2, temperature=1.3, seed=7, max_new_tokens=12)
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, "lang": "en", **settings}), 1400)
+    tab.wait_for(ANSWERED)
+    ref = generate(model, tok, [QUESTION], GenerationConfig(**settings), return_details=True)[0]
+    assert tab.text("#answer") == ref.text and len(ref.ids) >= 2
+    T = len(ref.ids)
+    shorten = lambda s: (s.replace(" ", "·")[:13] + "…") if len(s) > 14 else s.replace(" ", "·")
+    columns = "Array.from(document.querySelectorAll('#heatmap-head text.src-label'), e => e.textContent)"
+    assert tab.js("Array.from(document.querySelectorAll('#attention-kind option'), o => o.textContent)") == [
+        "cross-attention (question → answer)", "self-attention (answer → earlier answer tokens)"]
+    assert tab.js(columns) == [shorten(s) for s in ref.src_tokens]
+
+    switch = "(k => { const s = document.getElementById('attention-kind'); s.value = k; " \
+             "s.dispatchEvent(new Event('change')); })"
+    tab.js(f"{switch}('self')")
+    assert tab.js(columns) == [shorten(s) for s in ["<bos>"] + ref.tgt_tokens[:-1]]
+    assert tab.text("#attention-hint").startswith("Self-attention:")
+    assert "earlier tokens →" in tab.js("document.getElementById('heatmap-head').textContent")
+    cells = tab.js("Array.from(document.querySelectorAll('#heatmap rect.cell'), "
+                   "r => [Number(r.dataset.i), Number(r.dataset.j), r.getAttribute('fill')])")
+    assert len(cells) == T * T
+    assert all(fill == "rgb(255,255,255)" for i, j, fill in cells if j > i)   # the causal mask: weight 0
+    assert any(fill != "rgb(255,255,255)" for i, j, fill in cells if j <= i)
+    assert tab.js("document.querySelector('#heatmap rect.cell').textContent").startswith("answer #0")
+    assert "← earlier #0 «<bos>»" in tab.js("document.querySelector('#heatmap rect.cell').textContent")
+    tab.js(f"{switch}('cross')")
+    assert tab.js(columns) == [shorten(s) for s in ref.src_tokens]
+
+    # The step view: step 0 at first; a click on the last chip shows the last step.
+    rows = lambda kind: tab.js(f"Array.from(document.querySelectorAll('#step-view .cand-list.{kind} .cand'), "
+                               "r => [r.querySelector('.ct').textContent, r.classList.contains('chosen')])")
+    for k in (0, T - 1):
+        if k:
+            tab.js(f"document.querySelectorAll('#tokens .tok')[{k}].click()")
+        assert tab.js("Array.from(document.querySelectorAll('#tokens .tok.selected'), e => e.dataset.i)") == [str(k)]
+        assert tab.text("#step-view .step-title") == f"Step #{k}: «{ref.tgt_tokens[k].replace(' ', '·')}» was written"
+        raw, processed = rows("raw"), rows("processed")
+        assert [s for s, _ in raw] == [tok.id_to_token_str(i).replace(" ", "·") for i, _ in ref.steps[k]["raw"]]
+        assert 1 <= len(processed) <= 2                               # top-k = 2 keeps two candidates at most
+        assert [s for s, chosen in processed if chosen] == [ref.tgt_tokens[k].replace(" ", "·")]
+    tab.js("document.getElementById('lang-toggle').click()")
+    assert tab.text("#step-view .cand-list.raw h4") == "Model (ayarlardan önce)"
+    assert tab.js("document.querySelector('#attention-kind option[value=self]').textContent").startswith("öz-dikkat")

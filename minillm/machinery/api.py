@@ -228,6 +228,11 @@ class ModelService:
             "ranges": ranges,
         }
 
+    def _candidates(self, pairs):
+        """[(id, probability), ...] -> [{"id", "token", "p"}, ...], the token printable, p rounded like token_probs."""
+        return [{"id": i, "token": self.tokenizer.id_to_token_str(i), "p": _finite_or_none(round(p, 5))}
+                for i, p in pairs]
+
     def answer(self, question, settings):
         """Generate one answer with every detail the page draws; the JSON body of /api/generate."""
         try:
@@ -252,6 +257,8 @@ class ModelService:
             "src_tokens": list(ans.src_tokens),
             "tgt_tokens": list(ans.tgt_tokens),
             "cross_attention": _rounded(ans.cross_attention),  # (N, H, T, S)
+            "self_attention": _rounded(ans.self_attention),    # (N, H, T, T): columns <bos>, then ids[:-1]
+            "steps": [{kind: self._candidates(step[kind]) for kind in ("raw", "processed")} for step in ans.steps],
             "settings": {name: getattr(config, name) for name in SETTINGS},  # what generate used, defaults included
             "elapsed_s": round(elapsed, 4),
             "tokens_per_s": round(len(ans.ids) / elapsed, 2) if elapsed > 0 else None,

@@ -45,6 +45,23 @@ const I18N = {
     layer: "Katman", head: "Kafa", mean_heads: "kafaların ortalaması", mean_layers: "katmanların ortalaması",
     axis_question: "soru token'ları →", axis_answer: "cevap token'ları ↓", weight: "ağırlık",
     cell_text: (i, a, j, q, w) => `cevap #${i} «${a}» ← soru #${j} «${q}»: ağırlık ${w}`,
+    attention_kind: "Dikkat", kind_cross: "çapraz dikkat (soru → cevap)",
+    kind_self: "öz-dikkat (cevap → önceki cevap token'ları)",
+    self_attention_hint: "Öz-dikkat (self-attention): her satır bir cevap token'ı, her sütun kod çözücünün o adımda " +
+      "okuyabildiği önceki bir token (<bos>, sonra daha önce yazılan cevap token'ları); nedensel maske yüzünden " +
+      "köşegenin üstü hep boştur: model henüz yazılmamış bir token'a bakamaz.",
+    axis_earlier: "önceki token'lar →",
+    self_cell_text: (i, a, j, k, w) => `cevap #${i} «${a}» ← önceki #${j} «${k}»: ağırlık ${w}`,
+    bos_tip: "<bos>: kod çözme buradan başlar (konum 0)",
+    earlier_tip: (j, id) => `kod çözücü girdisi #${j}: cevap token'ı #${j - 1}, id ${id}`,
+    steps_title: "Adım adım kod çözme",
+    steps_hint: "Bir cevap token'ına tıklayın: o adımdaki en olası adaylar; solda modelin kendi olasılıkları " +
+      "(softmax), sağda ayarlar (tekrar cezası, tekrarsız n-gram, sıcaklık, top-k, top-p) uygulandıktan sonra. " +
+      "Seçilen token kalın yazılır.",
+    step_title: (i, tok) => `Adım #${i}: «${tok}» yazıldı`,
+    cand_raw: "Model (ayarlardan önce)", cand_processed: "Ayarlardan sonra",
+    cand_tip: (r, id, p) => `${r}. aday, id ${id}, olasılık ${p}`,
+    no_steps: "Bu cevap için adım bilgisi yok.",
     training_title: "Eğitim", model_title: "Model",
     working: "Cevap üretiliyor…",
     done_status: (n, s, tps) => `${n} token, ${s} sn (saniyede ${tps} token)`,
@@ -144,6 +161,23 @@ const I18N = {
     layer: "Layer", head: "Head", mean_heads: "mean over heads", mean_layers: "mean over layers",
     axis_question: "question tokens →", axis_answer: "answer tokens ↓", weight: "weight",
     cell_text: (i, a, j, q, w) => `answer #${i} «${a}» ← question #${j} «${q}»: weight ${w}`,
+    attention_kind: "Attention", kind_cross: "cross-attention (question → answer)",
+    kind_self: "self-attention (answer → earlier answer tokens)",
+    self_attention_hint: "Self-attention: each row is an answer token, each column an earlier token the decoder " +
+      "could read at that step (<bos>, then the answer tokens written before); the causal mask keeps everything " +
+      "above the diagonal empty: the model cannot look at a token not yet written.",
+    axis_earlier: "earlier tokens →",
+    self_cell_text: (i, a, j, k, w) => `answer #${i} «${a}» ← earlier #${j} «${k}»: weight ${w}`,
+    bos_tip: "<bos>: decoding starts here (position 0)",
+    earlier_tip: (j, id) => `decoder input #${j}: answer token #${j - 1}, id ${id}`,
+    steps_title: "Decoding, step by step",
+    steps_hint: "Click an answer token: the most likely candidates at that step, on the left by the model's own " +
+      "probabilities (softmax), on the right after the settings (repetition penalty, no-repeat n-gram, " +
+      "temperature, top-k, top-p). The chosen token is in bold.",
+    step_title: (i, tok) => `Step #${i}: «${tok}» was written`,
+    cand_raw: "Model (before the settings)", cand_processed: "After the settings",
+    cand_tip: (r, id, p) => `candidate ${r}, id ${id}, probability ${p}`,
+    no_steps: "No step details for this answer.",
     training_title: "Training", model_title: "Model",
     working: "Generating…",
     done_status: (n, s, tps) => `${n} tokens, ${s} s (${tps} tokens/s)`,
@@ -215,6 +249,7 @@ const PAGE_PARAMS = ["q", "lang"];
 
 const state = {
   lang: "tr", info: null, answer: null, metrics: null, metricsVersion: undefined,
+  step: 0,            // the answer token whose candidates the step view shows (a click on a chip picks it)
   urlOnly: {},        // settings from the URL the page has no control for: still sent, so none is dropped
   message: null,      // () => lines of the current problem, in the current language (redrawn on a switch)
 };
@@ -459,8 +494,8 @@ function applyLanguage() {
     renderAnswer(state.answer);
     for (const opt of document.querySelectorAll("#layer-select option[value=mean]")) opt.text = t("mean_layers");
     for (const opt of document.querySelectorAll("#head-select option[value=mean]")) opt.text = t("mean_heads");
-    drawHeatmap();
   }
+  drawHeatmap();      // also before any answer: it writes the heatmap's hint, in this language
   drawHeatScale();
   if (state.metrics) renderMetrics(state.metrics);
 }
@@ -528,6 +563,7 @@ async function ask(event) {
     }
     if (!response.ok) throw { say: () => explainServerError(response.status, body.error) };
     state.answer = body;
+    state.step = 0;
     renderAnswer(body);
     buildHeatmapSelectors(body);
     drawHeatmap();
@@ -584,7 +620,12 @@ function renderAnswer(body) {
   const strings = body.tgt_tokens || body.ids.map(String);
   strings.forEach((tok, i) => {
     const p = body.token_probs ? body.token_probs[i] : null;
-    const chip = htmlEl("span", "tok", undefined, tokens);
+    const chip = htmlEl("span", "tok pick", undefined, tokens);
+    chip.dataset.i = String(i);
+    chip.tabIndex = 0;            // a click, or Enter, shows this step's candidates
+    chip.setAttribute("role", "button");
+    chip.addEventListener("click", () => { state.step = i; renderStep(); });
+    chip.addEventListener("keydown", (event) => { if (event.key === "Enter") { state.step = i; renderStep(); } });
     if (p !== null && p !== undefined) chip.style.background = probColor(p);
     chip.title = t("token_tip", i, body.ids[i], showProb(p));
     htmlEl("span", "t", showTok(tok), chip);
@@ -594,6 +635,8 @@ function renderAnswer(body) {
     const bar = htmlEl("span", "bar", undefined, chip);
     htmlEl("span", "", undefined, bar).style.width = `${Math.round(100 * (p || 0))}%`;
   });
+
+  renderStep();
 
   // The settings the server actually used (after its defaults and caps), so a learner sees what reached
   // generate; those the strategy ignores are dimmed, as their controls are.
@@ -609,8 +652,42 @@ function renderAnswer(body) {
   }
 }
 
+// One decoding step: the top candidates by the model's own softmax ("raw") and after the processors the settings
+// switch on ("processed"), as bars; the token the answer took is in bold. steps[i] = {raw, processed}, each a list
+// of {id, token, p}, best first.
+function renderStep() {
+  const view = $("step-view");
+  clear(view);
+  const body = state.answer;
+  for (const chip of document.querySelectorAll("#tokens .tok.pick")) {
+    chip.classList.toggle("selected", Number(chip.dataset.i) === state.step);
+  }
+  if (!body) return;
+  if (!body.steps || body.steps.length === 0) {
+    htmlEl("p", "hint", t("no_steps"), view);
+    return;
+  }
+  const i = Math.min(state.step, body.steps.length - 1);
+  htmlEl("p", "step-title", t("step_title", i, showTok((body.tgt_tokens || [])[i] ?? String(body.ids[i]))), view);
+  const lists = htmlEl("div", "cand-lists", undefined, view);
+  for (const kind of ["raw", "processed"]) {
+    const col = htmlEl("div", `cand-list ${kind}`, undefined, lists);
+    htmlEl("h4", "", t(`cand_${kind}`), col);
+    body.steps[i][kind].forEach((c, r) => {
+      const row = htmlEl("div", c.id === body.ids[i] ? "cand chosen" : "cand", undefined, col);
+      row.title = t("cand_tip", r + 1, c.id, showProb(c.p));
+      htmlEl("span", "ct", showTok(c.token), row);
+      const bar = htmlEl("span", "bar", undefined, row);
+      htmlEl("span", "", undefined, bar).style.width = `${Math.round(100 * (c.p || 0))}%`;
+      htmlEl("span", "cp", showProb(c.p), row);
+    });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
-// The cross-attention heatmap: cross_attention is (L, H, T, S); rows are answer tokens, columns question tokens.
+// The attention heatmap. cross_attention is (L, H, T, S): rows are answer tokens, columns question tokens.
+// self_attention is (L, H, T, T): rows are answer tokens, columns the decoder's inputs (<bos>, then the answer
+// shifted by one), so row i sees columns 0..i only (the causal mask).
 // ---------------------------------------------------------------------------------------------------------------
 
 function buildHeatmapSelectors(body) {
@@ -689,8 +766,11 @@ function drawHeatmap() {
   clear(head);
   clear(svg);
   $("heatmap-readout").textContent = "";
+  const self = $("attention-kind").value === "self";
+  $("attention-hint").textContent = t(self ? "self_attention_hint" : "attention_hint");
   const body = state.answer;
-  if (!body || !body.cross_attention || body.cross_attention.length === 0) {
+  const att = body && (self ? body.self_attention : body.cross_attention);
+  if (!att || att.length === 0) {
     for (const el of [head, svg]) { el.setAttribute("width", 0); el.setAttribute("height", 0); }
     if (body) {
       svg.setAttribute("width", 300);
@@ -699,14 +779,20 @@ function drawHeatmap() {
     }
     return;
   }
-  const m = attentionMatrix(body.cross_attention, $("layer-select").value, $("head-select").value);
+  const m = attentionMatrix(att, $("layer-select").value, $("head-select").value);
   const T = m.length;
   const S = T > 0 ? m[0].length : 0;
-  const srcFull = body.src_tokens || [];
   const tgtFull = body.tgt_tokens || [];
+  // The columns: the question's tokens, or (self-attention) what the decoder read: <bos>, then the answer so far.
+  const srcFull = self ? ["<bos>"].concat(tgtFull.slice(0, Math.max(T - 1, 0))) : body.src_tokens || [];
+  const colTip = (j) => (!self ? t("src_tip", j, body.src_ids ? body.src_ids[j] : undefined)
+    : j === 0 ? t("bos_tip") : t("earlier_tip", j, body.ids[j - 1]));
+  const cellText = (i, j) => t(self ? "self_cell_text" : "cell_text", i, showTok(tgtFull[i] ?? ""), j,
+    showTok(srcFull[j] ?? ""), weight(m[i][j]));
   const srcTok = srcFull.map(shortTok);
   const tgtTok = tgtFull.map(shortTok);
   const longest = (arr) => arr.reduce((a, s) => Math.max(a, s.length), 1);
+  const weight = (w) => num(w, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
   const charW = 6.8;
   const left = Math.max(16 + charW * longest(tgtTok), 40);
@@ -723,12 +809,13 @@ function drawHeatmap() {
 
   // The axis titles share the first line: "answer tokens ↓" over the row labels, "question tokens →" after it.
   svgText(head, 2, 12, t("axis_answer"), { class: "legend" });
-  svgText(head, Math.max(left, 2 + 6 * t("axis_answer").length + 14), 12, t("axis_question"), { class: "legend" });
+  svgText(head, Math.max(left, 2 + 6 * t("axis_answer").length + 14), 12, t(self ? "axis_earlier" : "axis_question"),
+    { class: "legend" });
   // Each label sits in a group with its tooltip (a <title> inside the <text> would join the label's own text).
   const srcLabels = srcTok.slice(0, S).map((tok, j) => {
     const x = left + j * cw + cw / 2 + 3;
     const group = svgEl("g", {}, head);
-    svgEl("title", {}, group).textContent = t("src_tip", j, body.src_ids ? body.src_ids[j] : undefined);
+    svgEl("title", {}, group).textContent = colTip(j);
     return svgText(group, x, top - 4, tok, { transform: `rotate(-60 ${x} ${top - 4})`, class: "src-label" });
   });
   while (srcLabels.length < S) srcLabels.push(svgText(head, left + srcLabels.length * cw, top - 4, "?"));
@@ -741,7 +828,6 @@ function drawHeatmap() {
       { "text-anchor": "end", class: "tgt-label" }));
   }
   const grid = svgEl("g", { class: "cells" }, svg);
-  const weight = (w) => num(w, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
   for (let i = 0; i < T; i++) {
     for (let j = 0; j < S; j++) {
       const rect = svgEl("rect", {
@@ -749,8 +835,7 @@ function drawHeatmap() {
         "data-i": i, "data-j": j,
       }, grid);
       // The hover text names the answer token, the question token and the weight.
-      svgEl("title", {}, rect).textContent =
-        t("cell_text", i, showTok(tgtFull[i] ?? ""), j, showTok(srcFull[j] ?? ""), weight(m[i][j]));
+      svgEl("title", {}, rect).textContent = cellText(i, j);
     }
   }
 
@@ -764,8 +849,7 @@ function drawHeatmap() {
     const j = Number(cell.dataset.j);
     lit = [tgtLabels[i], srcLabels[j]];
     for (const el of lit) el.classList.add("lit");
-    $("heatmap-readout").textContent =
-      t("cell_text", i, showTok(tgtFull[i] ?? ""), j, showTok(srcFull[j] ?? ""), weight(m[i][j]));
+    $("heatmap-readout").textContent = cellText(i, j);
   };
   grid.addEventListener("pointerover", show);
   grid.addEventListener("click", show);
@@ -978,6 +1062,7 @@ async function start() {
   $("strategy").addEventListener("change", updateInactiveControls);
   $("layer-select").addEventListener("change", drawHeatmap);
   $("head-select").addEventListener("change", drawHeatmap);
+  $("attention-kind").addEventListener("change", drawHeatmap);
   window.addEventListener("resize", () => { drawHeatmap(); if (state.metrics) renderMetrics(state.metrics); });
 
   // /?q=...&strategy=beam&num_beams=3&lang=en: check the URL against /api/info, fill the controls, then ask.
