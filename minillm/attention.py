@@ -163,8 +163,9 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (LongTensor (B',)), in that order: beam search reorders and expands."""
         if self._k is not None:
-            self._k = self._k.index_select(0, index)        # (B', H, capacity, D)
-            self._v = self._v.index_select(0, index)        # (B', H, capacity, D)
+            # only the filled positions are copied: beam search reorders at every step
+            self._k = self.k.index_select(0, index)         # (B', H, L, D)
+            self._v = self.v.index_select(0, index)         # (B', H, L, D)
 
 
 # ----------------------------------------------------------------------------------------------------------
