@@ -593,34 +593,40 @@ def check_course_map(root: pathlib.Path) -> list[str]:
 
 # ---------------------------------------------------------------- the rules, on this repository
 
-def _report(problems: list[str]) -> None:
-    if problems:
-        problems = sorted(problems, key=lambda p: (p.split(":")[0], int(re.match(r"[^:]*:(\d+)", p)[1])))
-        pytest.fail(f"{len(problems)} layout violation(s):\n" + "\n".join(problems), pytrace=False)
+def _listing(problems: list[str]) -> str:
+    """The violations, sorted by file and line, one per line, for the failure message."""
+    problems = sorted(problems, key=lambda p: (p.split(":")[0], int(re.match(r"[^:]*:(\d+)", p)[1])))
+    return f"{len(problems)} layout violation(s):\n" + "\n".join(problems)
 
 
 def test_every_module_is_listed_exactly_once():
-    _report(check_listing(REPO))
+    problems = check_listing(REPO)
+    assert not problems, _listing(problems)
 
 
 def test_imports_follow_the_layers():
-    _report(check_imports(REPO))
+    problems = check_imports(REPO)
+    assert not problems, _listing(problems)
 
 
 def test_no_private_name_is_used_across_modules():
-    _report(check_private_names(REPO))
+    problems = check_private_names(REPO)
+    assert not problems, _listing(problems)
 
 
 def test_modules_are_at_most_350_lines():
-    _report(check_length(REPO))
+    problems = check_length(REPO)
+    assert not problems, _listing(problems)
 
 
 def test_no_block_of_code_lines_is_repeated():
-    _report(check_duplicates(REPO))
+    problems = check_duplicates(REPO)
+    assert not problems, _listing(problems)
 
 
 def test_course_map_names_things_that_exist():
-    _report(check_course_map(REPO))
+    problems = check_course_map(REPO)
+    assert not problems, _listing(problems)
 
 
 # ---------------------------------------------------------------- the checkers, on tiny packages
