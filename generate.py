@@ -26,7 +26,7 @@ import unicodedata
 
 from minillm.checkpoint import CheckpointError, load
 from minillm.generation import SETTINGS, GenerationConfig, generate, stream
-from minillm.machinery.cli import OneLineParser
+from minillm.machinery.cli import OneLineParser, one_line
 from minillm.machinery.device import DEVICES, resolve_device
 
 DEFAULTS = GenerationConfig()
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         try:
             web.serve(args.checkpoint, host=args.host, port=args.port, device=device)
         except (OSError, CheckpointError, ValueError, KeyError, TypeError) as e:
-            print(f"generate.py: error: {e}", file=sys.stderr)
+            print(f"generate.py: error: {one_line(e)}", file=sys.stderr)
             return 1
         return 0
 
@@ -163,8 +163,7 @@ def main(argv=None) -> int:
     except (OSError, CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
         # RuntimeError: load_state_dict's "size mismatch" / "missing keys", i.e. an incompatible checkpoint,
         # whose message runs over many lines; its first two say what is wrong. One line, no traceback.
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        print(f"generate.py: error: cannot load checkpoint {args.checkpoint}: {' '.join(lines[:2])}",
+        print(f"generate.py: error: cannot load checkpoint {args.checkpoint}: {one_line(e, max_lines=2)}",
               file=sys.stderr)
         return 1
 
@@ -176,7 +175,7 @@ def main(argv=None) -> int:
             return 0
         return interactive(model, tokenizer, config)
     except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
-        print(f"generate.py: error: {e}", file=sys.stderr)
+        print(f"generate.py: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,10 +10,11 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
-def one_line(message) -> str:
-    """The message of an exception (or any text) on one line: a multi-line error becomes '... | ...'."""
+def one_line(message, max_lines: int | None = None) -> str:
+    """The message of an exception (or any text) on one line: a multi-line error becomes '... | ...', keeping
+    its first `max_lines` lines when given (load_state_dict's size mismatch lists every tensor)."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    return " | ".join(lines) or type(message).__name__
+    return " | ".join(lines[:max_lines]) or type(message).__name__
 
 
 def fail(prog: str, message) -> int:
