@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 # Default truncation lengths in tokens, including the eos/bos token. From bench/data.py on the real test split
 # with an 8k tokenizer: questions p99 35 / max 86 tokens, answers p99 122 / max 445; these limits keep every
-# question and all but 2 of 1,500 answers whole (see the README's data section).
+# question and all but 2 of 1,500 answers whole (bench/README.md, bench/data.py).
 MAX_SRC_LEN = 128
 MAX_TGT_LEN = 256
 

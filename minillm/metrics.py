@@ -4,8 +4,9 @@ Two families of numbers, measured differently:
 
 * Token metrics come from teacher forcing (the model sees the gold prefix): accuracy, top-k accuracy and
   perplexity, over real tokens only. Perplexity is exp(total NLL / total real tokens) over the WHOLE set.
-  subtle: the mean of per-batch perplexities is a different (and larger, by Jensen's inequality) number, and
-  averaging per-token values over padding makes it smaller still; both are mistakes this module avoids.
+  subtle: the mean of per-batch perplexities is a different number (larger or smaller: batches of unequal
+  token counts get equal votes), and averaging per-token values over padding makes it smaller; both are
+  mistakes this module avoids.
 * Text metrics compare generated, detokenised answers with the reference answers: corpus BLEU (Papineni et
   al. 2002), mean sentence BLEU with smoothing (Chen & Cherry 2014), and chrF (Popović 2015), all computed by
   sacreBLEU (Post 2018) so the numbers are comparable, and reported with sacreBLEU's signature string.
@@ -117,9 +118,11 @@ def text_scores(hypotheses: list[str], references: list[str], tokenize: str = "1
                             f"(decode token ids with the tokenizer first)")
     refs = [references]                                            # sacreBLEU: a list of reference streams
     # Papineni et al. 2002: corpus BLEU pools n-gram counts over all sentences before taking the ratio.
+    # sacreBLEU smooths it too by default ("exp", shown in the signature as smooth:exp); pooled over a set,
+    # a zero 4-gram count is rare, so the smoothing seldom changes the corpus score.
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
     corpus = bleu.corpus_score(hypotheses, refs)
-    # Sentence BLEU needs smoothing (a short answer often has no matching 4-gram, which would make it 0);
+    # Sentence BLEU needs the smoothing (a short answer often has no matching 4-gram, which would make it 0);
     # "exp" is Chen & Cherry 2014 method 3, and effective_order drops n-gram orders longer than the sentence.
     sent_bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, smooth_method="exp", effective_order=True)
     sentence_mean = sum(sent_bleu.sentence_score(h, [r]).score

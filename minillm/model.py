@@ -92,7 +92,7 @@ class Seq2Seq(nn.Module):
     # --- initialisation -----------------------------------------------------------------------------------
     def _init_weights(self) -> None:
         """The initialisation, and why. Each choice was measured on the law data (bench/learning.py, 600 steps,
-        the same batches as a same-size BART; the README's training section has the table).
+        the same batches as a same-size BART; bench/README.md has the table).
 
         - Linear weights ~ N(0, 1/fan_in), biases 0 (LeCun et al. 1998): a unit-variance input gives a
           unit-variance output, so every layer starts as strong as the stream it reads. (GPT-2's fixed 0.02

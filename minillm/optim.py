@@ -10,7 +10,7 @@ optimizer.step() -> schedule.step() -> ema.update(model).
 - The schedule is written by hand as a plain function of the step (`lr_at`), next to the same schedule
   built from PyTorch's own schedulers (`torch_schedule`); a test proves the two agree.
 - EMA (Polyak & Juditsky 1992 averaging, in its exponential form): a slow copy of the weights that
-  evaluation and generation use. Measured once (README, training section: decay 0.995 on the shipped
+  evaluation and generation use. Measured once (bench/README.md, EMA: decay 0.995 on the shipped
   sample), its validation NLL was 0.03-0.10 nats lower than the raw weights' from step 200 on, and its greedy
   chrF within a point either way: a small gain in loss, none in the answers at that length of run.
 """
@@ -52,8 +52,9 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9,
                    fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) over `param_groups(model, weight_decay)`.
 
-    betas=(0.9, 0.95): the second-moment average forgets faster than Adam's 0.999 default, which keeps
-    steps bounded after a burst of small gradients (the GPT-3 paper's setting, used by nanoGPT).
+    betas=(0.9, 0.95) is the GPT-3 paper's setting (used by nanoGPT): the second-moment average forgets faster
+    than Adam's 0.999 default, which keeps steps bounded after a burst of small gradients in huge-batch runs.
+    The Trainer passes TrainConfig.beta2 instead: 0.999, part of the plain recipe measured in bench/README.md.
     fused: PyTorch's single-kernel AdamW on CUDA (None = PyTorch's default choice).
     """
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused)

@@ -3,7 +3,8 @@
 Read `Trainer.train_step` first: it is the whole algorithm, top to bottom, in the order it runs:
 
     autocast forward over the micro-batches -> loss normalised by the total real-token count -> backward
-    -> unscale -> NaN/Inf guard -> clip -> optimizer step -> schedule step -> EMA update -> zero_grad
+    -> unscale -> clip (which measures the gradient norm) -> NaN/Inf guard on the loss and that norm
+    -> optimizer step -> schedule step -> EMA update -> zero_grad
 
 `Trainer.evaluate` scores the model on the validation pairs (minillm.evaluation). Everything around them --
 building a run from a config, resuming, checkpoints, the log, the time budget, progress lines -- is
