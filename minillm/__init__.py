@@ -15,5 +15,7 @@ __version__ = "0.1.0"
 COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "model", "losses", "metrics", "optim",
           "data", "batching", "decoding", "beam", "generation", "evaluation", "training")
 MACHINERY = ("machinery.cli", "machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.datafiles",
-             "machinery.rundir", "machinery.progress", "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.web")
-ALIASES = ("checkpoint",)   # the public contract's `minillm.checkpoint`, a re-export of machinery.checkpoint
+             "machinery.rundir", "machinery.progress", "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.web",
+             "machinery.diagrams", "machinery.lesson", "machinery.chapters")
+ALIASES = ("checkpoint", "lesson")   # the contract's `minillm.checkpoint` (machinery.checkpoint re-exported);
+# `python -m minillm.lesson`, the stage printer of machinery.lesson

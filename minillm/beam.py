@@ -64,14 +64,16 @@ def search_is_over(hyps: list[Hypothesis], K: int, best_running: float, t: int, 
 # ----------------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def beam_search_one(model, src_ids: list[int], config: GenerationConfig) -> Hypothesis:
+def beam_search_one(model, src_ids: list[int], config: GenerationConfig, on_step=None) -> Hypothesis:
     """Beam search for one question, written to be read; returns the best hypothesis.
 
     Every step: score each running beam's every one-token extension (a full forward pass over the prefix,
     then the same processors as every strategy), take the 2K best (at most K of them end in <eos>, so at
     least K go on). An <eos> extension that ranks among the K best becomes a finished hypothesis (this rank
     rule is Hugging Face's; it makes width 1 exactly greedy decoding); the K best others are the next beams.
-    At max_new_tokens the running beams become hypotheses too, without <eos>."""
+    At max_new_tokens the running beams become hypotheses too, without <eos>.
+    ``on_step(t, beams, hyps)``, when given, sees copies of the beams kept at step t (summed log-probability,
+    answer tokens) and of the hypotheses so far, best first (the lesson draws its beam tree with it)."""
     special = special_ids(model)
     K, max_new, alpha = config.num_beams, config.max_new_tokens, config.length_penalty
     src = torch.tensor([src_ids], device=next(model.parameters()).device)       # (1, S)
@@ -96,7 +98,9 @@ def beam_search_one(model, src_ids: list[int], config: GenerationConfig) -> Hypo
         if t == max_new - 1:                              # out of room: the running beams are answers as they are
             for total, ids in beams:
                 add_hypothesis(hyps, K, Hypothesis(length_normalised(total, max_new, alpha), ids, False))
-        elif search_is_over(hyps, K, max((total for total, _ in beams), default=-math.inf), t, max_new, alpha):
+        if on_step is not None:
+            on_step(t, list(beams), list(hyps))       # copies: the search goes on changing both
+        if search_is_over(hyps, K, max((total for total, _ in beams), default=-math.inf), t, max_new, alpha):
             break
     return hyps[0]
 
