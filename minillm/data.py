@@ -107,9 +107,10 @@ def clean_pairs(pairs) -> tuple[list[tuple[str, str]], CleaningReport]:
 # ----------------------------------------------------------------------------------------------------------
 
 def split_key(question: str) -> str:
-    """The text that decides a pair's split: the cleaned question, lowercased the Turkish-safe way."""
-    # fix_dotted_i again after lower(): lower() of "İ" creates the very "i" + U+0307 sequence we remove.
-    return fix_dotted_i(clean_text(question).lower())
+    """The text that decides a pair's split: the cleaned question, lowercased the Turkish way."""
+    # subtle: str.lower() is not Turkish. It maps "I" to "i" (Turkish: "ı"), so "HAKKI" would not meet "hakkı";
+    # and "İ" to "i" + U+0307, the very sequence fix_dotted_i removes, so it runs again after lower().
+    return fix_dotted_i(clean_text(question).replace("I", "ı").lower())
 
 
 def split_fraction(question: str, salt: str = "minillm-split-1") -> float:

@@ -3,18 +3,22 @@
 Hypothesis profiles: "ci" (chosen automatically when the CI environment variable is set) runs a bounded
 number of examples with no deadline, so the whole suite stays within a few minutes on 2 CPU cores; "dev" is
 the default for local runs and explores more. Choose one explicitly with HYPOTHESIS_PROFILE=dev|ci.
+"mutation" is what the lesson's break-it exercises run under (minillm.machinery.chapters): ci's examples,
+derandomized so an exercise is caught or not the same way every time, and no shrinking (only whether the test
+fails matters there, not the smallest failing example).
 """
 import os
 import pathlib
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+settings.register_profile("mutation", settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate))
 settings.register_profile(
     "dev", max_examples=60, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

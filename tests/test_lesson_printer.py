@@ -125,6 +125,17 @@ def test_a_directory_that_is_no_checkpoint_is_one_line_too(capsys, tmp_path):
     assert code == 2 and out == "" and err.count("\n") == 1 and f"cannot load {tmp_path}" in err, err
 
 
+def test_a_reader_that_stops_reading_gets_no_traceback():
+    # `python -m minillm.lesson "…" | head -3`: the pipe closes while the printer is still writing
+    proc = subprocess.Popen([sys.executable, "-m", "minillm.lesson", QUESTION], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("== model:")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    # 1: it stopped at the closed pipe, as it should; 0 only if it had written everything before the close
+    assert proc.wait(timeout=120) in (0, 1) and err == "", err
+
+
 def test_the_module_runs_as_a_command_and_errors_without_a_traceback():
     done = subprocess.run([sys.executable, "-m", "minillm.lesson", "--stage", "nope", QUESTION], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

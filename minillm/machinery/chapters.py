@@ -169,10 +169,11 @@ def copy_repository(root: Path, into: Path) -> Path:
 
 
 def run_tests(where: Path, tests: list[str]) -> tuple[int, str]:
-    """pytest on the given node ids in a copy of the repository: (exit status, output)."""
+    """pytest on the given node ids in a copy of the repository: (exit status, output). The tests' hypothesis
+    profile "mutation" (tests/conftest.py) makes the result the same at every run and skips shrinking."""
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *tests],
                           cwd=where, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HYPOTHESIS_PROFILE": "mutation"})
     return done.returncode, done.stdout + done.stderr
 
 
