@@ -82,7 +82,7 @@ SETTINGS: dict[str, Setting] = {
     # greedy in all but name, and 1e-40 turns finite logits into inf (NaN after softmax). Above 10 the
     # distribution is close to uniform: noise, not an answer.
     "temperature": Setting("number", "sample: logits / temperature; < 1 sharper, > 1 flatter", low=0.01, high=10.0,
-                           hint="; for deterministic decoding (the temperature -> 0 limit) use strategy='greedy'"),
+                           hint="; greedy decoding is the 0 limit: strategy='greedy' (--strategy greedy)"),
     # 0 = off. The vocabulary size bounds it in practice; a server states that bound.
     "top_k": Setting("int", "sample: keep the k most likely tokens (0 = off)", low=0),
     # p = 0 would keep no token; 1.0 = off (Holtzman et al. 2020).

@@ -68,10 +68,10 @@ def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr:
     """Learning rate for optimiser step `step` (0-based: the rate used by the (step+1)-th update).
 
     warmup  (step < warmup_steps):       max_lr * (step + 1) / warmup_steps      (Goyal et al. 2017, linear warmup)
-    decay   (warmup_steps <= step <= total_steps), with p = (step - warmup_steps) / (total_steps - warmup_steps):
+    decay   (warmup_steps <= step < total_steps), with p = (step - warmup_steps) / (total_steps - warmup_steps):
         linear: min_lr + (max_lr - min_lr) * (1 - p)
         cosine: min_lr + (max_lr - min_lr) * (1 + cos(pi * p)) / 2             (Loshchilov & Hutter 2017, SGDR)
-    after   (step > total_steps):        min_lr
+    after   (step >= total_steps):       min_lr (the decay's own value at p = 1)
     Warmup starts at max_lr / warmup_steps, not 0: a step with lr 0 would be a wasted batch.
     """
     if decay not in ("linear", "cosine"):

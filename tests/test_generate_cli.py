@@ -135,7 +135,7 @@ def test_broken_or_incompatible_checkpoint_is_a_clear_error(ckpt, tmp_path, caps
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--strategy", "sample", "--temperature", "0", "soru"], "use strategy='greedy'"),
+    (["--strategy", "sample", "--temperature", "0", "soru"], "strategy='greedy' (--strategy greedy)"),
     (["--top-p", "yarım", "soru"], "--top-p: invalid float value"),
     (["--beam-width", "3", "soru"], "unrecognized arguments"),
     (["--strategy", "nucleus", "soru"], "invalid choice"),

@@ -51,6 +51,22 @@ def test_turkish_and_english_chapters_carry_the_same_blocks(name):
     assert (ROOT / "lesson" / "tr" / name).read_text() != (ROOT / "lesson" / "en" / name).read_text()
 
 
+SECTIONS = {"tr": ["Fikir", "Denklem", "Kod", "Örnek üzerinde", "Diyagram", "Tuzaklar", "Alıştırmalar"],
+            "en": ["The idea", "The equation", "The code", "On the running example", "Diagram", "Traps", "Exercises"]}
+
+
+@pytest.mark.parametrize("language", chapters.LANGUAGES)
+def test_every_chapter_has_the_lessons_sections_in_order(language):
+    """The idea, the equation, the code, the running example, a diagram, the traps, the exercises; then
+    optionally further reading. Each chapter's equation section holds at least one equation."""
+    for path in chapters.chapter_files(ROOT, language):
+        text = path.read_text(encoding="utf-8")
+        headings = re.findall(r"^## (.+)$", text, re.M)
+        assert headings[:len(SECTIONS[language])] == SECTIONS[language], f"{path.name}: {headings}"
+        equation = text.split(f"## {SECTIONS[language][1]}\n")[1].split("\n## ")[0]
+        assert "$$" in equation or re.search(r"\$[^$\n]+\$", equation), f"{path.name}: no equation"
+
+
 def test_every_code_quote_resolves_and_every_generated_block_is_current():
     stale = []
     for language in chapters.LANGUAGES:

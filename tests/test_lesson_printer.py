@@ -259,7 +259,7 @@ def test_the_sampling_knobs_are_the_processors_on_step_0(lesson, output):
     cum = probs.sort(descending=True).values.cumsum(0)
     smallest = int((cum < 0.9).sum()) + 1
     top_p = next(line for line in lines if line.startswith("  top-p"))
-    n, mass, without = re.search(r"(\d+) token\(s\) left, .* held (\S+), (\S+) without", top_p).groups()
+    n, mass, without = re.search(r"(\d+) token\(s\) left, .* holds (\S+), and (\S+) without", top_p).groups()
     assert int(n) == smallest and cum[smallest - 1] >= 0.9 > cum[smallest - 2]
     assert (float(mass), float(without)) == pytest.approx((float(cum[smallest - 1]), float(cum[smallest - 2])),
                                                           abs=6e-5)

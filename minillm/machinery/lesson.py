@@ -1,6 +1,6 @@
 """The lesson's stage printer: one question followed through the model, stage by stage, with real values.
 
-    python -m minillm.lesson "Anayasanın 2. maddesi neyi düzenler?"                  # a small fresh model
+    python -m minillm.lesson "Anayasanın 2. maddesi neyi düzenler?"                  # an untrained tiny model
     python -m minillm.lesson --checkpoint runs/make-train --stage bpe --stage masks "Kira nedir?"
 
 Each stage is a block whose first line is `== NAME: title ==`; the lesson's chapters embed the blocks by that
@@ -80,8 +80,8 @@ class Lesson:
 
 
 def build_lesson(question: str, checkpoint=None, seed: int = 0, **view) -> Lesson:
-    """The model of a trained run directory; without one, a freshly initialised small model (seed `seed`) with a
-    tokenizer trained here on data/sample.json. view: layer and head for the attention stage."""
+    """The model of a trained run directory; without one, a freshly initialised tiny model (FRESH_SIZES, not the
+    small preset; seed `seed`) with a tokenizer trained here on data/sample.json. view: the attention stage's."""
     pairs = clean_pairs(load_pairs(SAMPLE))[0]
     if checkpoint is not None:
         return Lesson(*load(checkpoint), question, f"checkpoint {checkpoint}", pairs, seed, **view)
@@ -168,8 +168,7 @@ def batches_stage(lesson: Lesson) -> list[str]:
     order, sizes = list(range(len(data))), [len(b) for b in bucketed]
     random.Random(lesson.seed).shuffle(order)          # batches of the same sizes, not sorted by length
     unsorted = [order[start:start + n] for start, n in zip(itertools.accumulate(sizes, initial=0), sizes)]
-    shown = [(f"length-sorted batch {i + 1}", b) for i, b in enumerate(bucketed[:2])]
-    shown.append(("a random batch", unsorted[0]))
+    shown = [(f"length-sorted batch {i + 1}", b) for i, b in enumerate(bucketed[:2])] + [("a random batch", unsorted[0])]
     (sorted_share, _), (random_share, over) = (padding_share(data, b, pad_id) for b in (bucketed, unsorted))
     return diagrams.batches(len(data), BATCH_BUDGET, [(title, *real_tokens(data, b, pad_id)) for title, b in shown],
                             len(bucketed), sorted_share, random_share, over)
@@ -242,8 +241,9 @@ def logits_stage(lesson: Lesson) -> list[str]:
     nucleus, probs = top_p_filter(logits, TOP_P).softmax(dim=-1)[0], logits.softmax(dim=-1)[0]
     inside = nucleus > 0                                                      # (V,) the tokens top-p keeps
     mass, least = float(probs[inside].sum()), float(probs[inside].min())
-    return lines + [f"  top-p, p = {TOP_P}: {int(inside.sum())} token(s) left, the smallest set reaching {TOP_P}: they "
-                    f"held {mass:.4f}, {mass - least:.4f} without the least likely: {top_text(lesson, nucleus)}"]
+    return lines + [f"  top-p, p = {TOP_P}: {int(inside.sum())} token(s) left, the smallest set whose probability "
+                    f"reaches {TOP_P}: it holds {mass:.4f}, and {mass - least:.4f} without its least likely token: "
+                    f"{top_text(lesson, nucleus)}"]
 
 
 @stage("kv-cache", "the KV cache during greedy decoding")
@@ -309,7 +309,8 @@ def render(lesson: Lesson, name: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("question", nargs="?", help="the question to follow through the model")
-    p.add_argument("--checkpoint", metavar="DIR", help="a trained run directory (default: a fresh small model)")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="a trained run directory (default: an untrained tiny model, C = 64, not the small preset)")
     p.add_argument("--seed", type=int, default=0, help="the fresh model's weights and the batches' order (default: 0)")
     p.add_argument("--stage", action="append", choices=list(STAGES), metavar="NAME",
                    help="print only this stage (repeatable; default: all, in order; see --list-stages)")
