@@ -152,12 +152,15 @@ def broken_source(ex: Exercise, root: Path = ROOT) -> tuple[str, str]:
 
 
 def render_exercise(ex: Exercise, root: Path = ROOT) -> list[str]:
-    """The change as a unified diff of the lines it touches, and the command that runs the named test."""
+    """The change as a unified diff of the lines it touches, and the command that runs the named test. The
+    command asks for the tests' "ci" hypothesis profile: the property tests then draw the examples the proof
+    (`check_exercise`, profile "mutation": ci's examples without shrinking) drew, so the reader sees the verdict
+    the lesson's test saw, not one that depends on a random draw."""
     source, broken = broken_source(ex, root)
     diff = difflib.unified_diff(source.split("\n"), broken.split("\n"), ex.file, f"{ex.file} (broken)",
                                 n=0, lineterm="")
     return ["```diff", *diff, "```",
-            "```bash", f".venv/bin/python -m pytest -q {ex.test}", "```"]
+            "```bash", f"HYPOTHESIS_PROFILE=ci .venv/bin/python -m pytest -q {ex.test}", "```"]
 
 
 def copy_repository(root: Path, into: Path) -> Path:
