@@ -43,7 +43,7 @@ class TrainConfig:
     data: str = "data/sample.json"     # JSON list / JSONL / CSV of question-answer pairs
     out: str = "runs/small"            # run directory: tokenizer, log.jsonl, model.pt, state-*.pt
     val_fraction: float = 0.1          # share of pairs (by hash of the question) held out for evaluation
-    vocab_size: int = 2000             # BPE vocabulary incl. 3 special tokens: 2000 suits the 60 KB sample, ~8000 a few MB
+    vocab_size: int = 2000             # BPE vocabulary incl. 3 special tokens: 2000 suits the 78 KB sample, ~8000 a few MB
     max_src_len: int = MAX_SRC_LEN     # tokens with <eos>; longer questions are cut, here and when answering
     max_tgt_len: int = 192             # tokens; longer answers are cut without <eos>
     # --- model (None = the preset's value)
