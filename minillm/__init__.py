@@ -7,7 +7,8 @@ module uses only those above it:
     -> data -> batching -> decoding -> beam -> generation -> evaluation -> training
 
 The machinery (minillm/machinery/) makes it a tool: devices and several processes, checkpoints, the run log,
-reading data files, a training run from a config (set-up, resume, the loop), baselines, the downloader and the web page. It
+reading data files, a training run from a config (set-up, resume, the loop), baselines, the downloader, the web page,
+and the lesson's stage printer with the tool that keeps lesson/ in step with the code. It
 imports the course; the course never imports it. tests/test_layout.py holds both to these lists.
 """
 __version__ = "0.1.0"
