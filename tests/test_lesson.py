@@ -169,3 +169,12 @@ def test_self_a_stale_quote_is_regenerated_and_a_malformed_chapter_is_refused():
         chapters.refresh(f"# t\n<!-- code: {ref} -->\n<!-- stage: bpe -->\n", "t.md", ROOT)
     with pytest.raises(ChapterError, match="t.md:2: <!-- /stage --> closes nothing"):
         chapters.refresh("# t\n<!-- /stage -->\n", "t.md", ROOT)
+
+
+def test_self_the_chapters_command_names_a_bad_argument_in_one_line(capsys):
+    assert chapters.main(["--exercises", "no-such-exercise"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no exercise no-such-exercise" in err
+    with pytest.raises(SystemExit) as exit_:
+        chapters.main(["--no-such-flag"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1

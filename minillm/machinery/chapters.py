@@ -258,6 +258,9 @@ def main(argv=None) -> int:
     try:
         if args.exercises is not None:
             chosen = [(c, ex) for c, ex in exercises() if not args.exercises or ex.id in args.exercises]
+            unknown = sorted(set(args.exercises) - {ex.id for _, ex in chosen})
+            if unknown:
+                raise ChapterError(f"no exercise {', '.join(unknown)}; the ids are in the chapters' exercise blocks")
             missed = 0
             for chapter, ex in chosen:
                 caught, why = check_exercise(ex)
