@@ -8,6 +8,10 @@
     python generate.py --checkpoint runs/small --strategy beam --beams 4 "soru"
     python generate.py --checkpoint runs/small --strategy sample --temperature 0.8 --top-p 0.9 --seed 1 "soru"
     python generate.py --checkpoint runs/small --serve [--host 127.0.0.1] [--port 8000]
+    python generate.py --checkpoint runs/small --no-retrieval "soru"     # without the passages, to compare
+
+A model trained with retrieval reads passages of the law (and of training answers) after the question; each
+answer is followed by the passages it was given, one "  Kaynak: ..." line each (--no-sources leaves them out).
 
 Each decoding flag maps to a field of minillm.generation.GenerationConfig, and takes its type, range and help
 from minillm.decoding.SETTINGS; the script only parses arguments and calls the library
@@ -54,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{setting.help}; {setting.range_text()} (default: {getattr(DEFAULTS, name)})"
                             .replace("%", "%%"))
     p.add_argument("--batch-size", type=int, default=32, help="questions decoded together (default: 32)")
+    p.add_argument("--no-retrieval", action="store_true",
+                   help="answer from the question alone, without the passages a retrieval model was trained to read")
+    p.add_argument("--no-sources", action="store_true", help="print the answers only, not their sources")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto = cuda when available, else cpu")
     p.add_argument("--serve", action="store_true",
@@ -102,7 +109,20 @@ def ask(prompt: str) -> str:
     return input()
 
 
-def interactive(model, tokenizer, config: GenerationConfig) -> int:
+def source_lines(answer) -> list[str]:
+    """The passages an answer was given, one line each: "  Kaynak: Anayasa md. 2 — Cumhuriyetin nitelikleri"."""
+    return [f"  Kaynak: {hit.passage.label()} (BM25 {hit.score:.1f}"
+            f"{', soruda anılan madde' if hit.how == 'reference' else ''})" for hit in answer.sources]
+
+
+def print_sources(answer, model, show_sources: bool) -> None:
+    """Under an answer, the passages it read (nothing for a model without retrieval, or with --no-retrieval,
+    which loads none)."""
+    if show_sources and model.retriever is not None:
+        print("\n".join(source_lines(answer) or ["  Kaynak: yok (soruyla eşleşen bir pasaj bulunamadı)"]), flush=True)
+
+
+def interactive(model, tokenizer, config: GenerationConfig, show_sources: bool = True) -> int:
     """Ask, answer, until Ctrl-D or a quit word (exit status 0) or Ctrl-C at the prompt (130)."""
     try:
         import readline  # noqa: F401  (importing it is what gives input() line editing and history)
@@ -125,8 +145,9 @@ def interactive(model, tokenizer, config: GenerationConfig) -> int:
             continue
         print("…", end=" ", file=sys.stderr, flush=True)        # a sign of life before the first token
         try:
-            stream(model, tokenizer, question, config, on_text=lambda piece: print(piece, end="", flush=True))
+            answer = stream(model, tokenizer, question, config, on_text=lambda piece: print(piece, end="", flush=True))
             print(flush=True)
+            print_sources(answer, model, show_sources)
         except KeyboardInterrupt:                     # Ctrl-C during the answer: drop it, ask again
             print(flush=True)
             print("(yanıt iptal edildi)", file=sys.stderr, flush=True)
@@ -159,7 +180,7 @@ def main(argv=None) -> int:
         return 0
 
     try:
-        model, tokenizer = load(args.checkpoint, device=device)
+        model, tokenizer = load(args.checkpoint, device=device, retrieval=not args.no_retrieval)
     except (OSError, CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
         # RuntimeError: load_state_dict's "size mismatch" / "missing keys", i.e. an incompatible checkpoint,
         # whose message runs over many lines; its first two say what is wrong. One line, no traceback.
@@ -172,8 +193,9 @@ def main(argv=None) -> int:
         if questions is not None:
             for answer in generate(model, tokenizer, questions, config, batch_size=args.batch_size):
                 print(answer.text, flush=True)
+                print_sources(answer, model, not args.no_sources)
             return 0
-        return interactive(model, tokenizer, config)
+        return interactive(model, tokenizer, config, not args.no_sources)
     except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
         print(f"generate.py: error: {one_line(e)}", file=sys.stderr)
         return 1

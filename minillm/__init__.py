@@ -3,8 +3,8 @@
 Two layers. The course (the modules directly in this folder) is what a learner reads, in this order; each
 module uses only those above it:
 
-    files -> bpe -> tokenizer -> attention -> layers -> transformer -> model -> losses -> metrics -> optim
-    -> data -> batching -> decoding -> beam -> generation -> evaluation -> training
+    files -> bpe -> tokenizer -> attention -> layers -> transformer -> copying -> model -> losses -> metrics
+    -> optim -> data -> corpus -> retrieval -> batching -> decoding -> beam -> generation -> evaluation -> training
 
 The machinery (minillm/machinery/) makes it a tool: devices and several processes, checkpoints, the run log,
 reading data files, a training run from a config (set-up, resume, the loop), baselines, the downloader, the web page,
@@ -13,10 +13,11 @@ imports the course; the course never imports it. tests/test_layout.py holds both
 """
 __version__ = "0.1.0"
 
-COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "model", "losses", "metrics", "optim",
-          "data", "batching", "decoding", "beam", "generation", "evaluation", "training")
-MACHINERY = ("machinery.cli", "machinery.device", "machinery.checkpoint", "machinery.runlog", "machinery.datafiles",
-             "machinery.rundir", "machinery.progress", "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.web",
-             "machinery.diagrams", "machinery.lesson", "machinery.chapters")
+COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "copying", "model", "losses", "metrics",
+          "optim", "data", "corpus", "retrieval", "batching", "decoding", "beam", "generation", "evaluation", "training")
+MACHINERY = ("machinery.cli", "machinery.device", "machinery.datafiles", "machinery.corpusfile",
+             "machinery.checkpoint", "machinery.runlog", "machinery.rundir", "machinery.progress", "machinery.run",
+             "machinery.baselines", "machinery.download", "machinery.api", "machinery.web", "machinery.diagrams",
+             "machinery.lesson", "machinery.chapters")
 ALIASES = ("checkpoint", "lesson")   # the contract's `minillm.checkpoint` (machinery.checkpoint re-exported);
 # `python -m minillm.lesson`, the stage printer of machinery.lesson

@@ -1,6 +1,7 @@
 """From clean pairs to padded batches: the dataset of token ids, padding, and batches cut by a token budget.
 
     ds = Seq2SeqDataset(splits["train"], tok)              # (src_ids, tgt_in_ids, tgt_out_ids) per pair
+    ds = Seq2SeqDataset(splits["train"], tok, retriever=retriever, own_pairs=True)   # with passages to read
     sampler = TokenBatchSampler(ds.lengths, max_tokens=4096, seed=0)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=functools.partial(collate, pad_id=tok.pad_id))
 """
@@ -12,7 +13,8 @@ import random
 
 import torch
 
-from minillm.data import MAX_SRC_LEN, MAX_TGT_LEN, encode_source
+from minillm.data import MAX_SRC_LEN, MAX_TGT_LEN
+from minillm.retrieval import Exclusion, encoder_input
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset, padding, sampler
@@ -21,26 +23,32 @@ from minillm.data import MAX_SRC_LEN, MAX_TGT_LEN, encode_source
 class Seq2SeqDataset(torch.utils.data.Dataset):
     """Tokenised pairs: item i is (src_ids, tgt_in_ids, tgt_out_ids), three lists of ints.
 
-        src_ids     = encode_source(question)       (question ids + [eos], the encoder input)
+        src_ids     = encoder_input(question)       (question ids + [eos], then any passages, the encoder input)
         tgt_in_ids  = [bos] + answer ids            (the decoder input, "teacher forcing")
         tgt_out_ids = answer ids + [eos]            (what the decoder must predict at each position)
 
     tgt_in_ids and tgt_out_ids have the same length; position t of tgt_out is the token after position t of
     tgt_in. Lengths include the special token and are capped at max_src_len / max_tgt_len; truncated pairs
-    are counted in n_src_truncated / n_tgt_truncated.
+    are counted in n_src_truncated / n_tgt_truncated. With a retriever, ``hits[i]`` are the passages item i
+    reads; ``own_pairs`` says that ``pairs`` is the training split the corpus's pair passages were made from,
+    so that pair i is kept from retrieving its own answer (minillm.retrieval, LEAKAGE).
     """
 
-    def __init__(self, pairs, tokenizer, max_src_len: int = MAX_SRC_LEN, max_tgt_len: int = MAX_TGT_LEN):
+    def __init__(self, pairs, tokenizer, max_src_len: int = MAX_SRC_LEN, max_tgt_len: int = MAX_TGT_LEN,
+                 retriever=None, own_pairs: bool = False):
         if max_src_len < 2 or max_tgt_len < 2:
             raise ValueError(f"max_src_len and max_tgt_len must be >= 2 (a token plus eos/bos); "
                              f"got {max_src_len}, {max_tgt_len}")
         self.pairs = list(pairs)
         self.max_src_len, self.max_tgt_len = max_src_len, max_tgt_len
         bos, eos = tokenizer.bos_id, tokenizer.eos_id
-        self.items = []
+        self.items, self.hits = [], []
         self.n_src_truncated = self.n_tgt_truncated = 0
-        for q, a in self.pairs:
-            src, cut = encode_source(tokenizer, q, max_src_len)   # the same function answers questions
+        for i, (q, a) in enumerate(self.pairs):
+            exclude = Exclusion(pair=i, text=a) if own_pairs else None
+            # the same function builds the encoder input when answering
+            src, cut, hits = encoder_input(tokenizer, q, max_src_len, retriever, exclude)
+            self.hits.append(hits)
             self.n_src_truncated += cut
             a = tokenizer.encode(a)
             if len(a) + 1 > max_tgt_len:

@@ -106,11 +106,16 @@ def clean_pairs(pairs) -> tuple[list[tuple[str, str]], CleaningReport]:
 # Splitting
 # ----------------------------------------------------------------------------------------------------------
 
-def split_key(question: str) -> str:
-    """The text that decides a pair's split: the cleaned question, lowercased the Turkish way."""
+def turkish_lower(text: str) -> str:
+    """clean_text, then lowercase the Turkish way: "I" -> "ı", "İ" -> "i" ("GREV HAKKI" -> "grev hakkı")."""
     # subtle: str.lower() is not Turkish. It maps "I" to "i" (Turkish: "ı"), so "HAKKI" would not meet "hakkı";
     # and "İ" to "i" + U+0307, the very sequence fix_dotted_i removes, so it runs again after lower().
-    return fix_dotted_i(clean_text(question).replace("I", "ı").lower())
+    return fix_dotted_i(clean_text(text).replace("I", "ı").lower())
+
+
+def split_key(question: str) -> str:
+    """The text that decides a pair's split: the cleaned question, lowercased the Turkish way."""
+    return turkish_lower(question)
 
 
 def split_fraction(question: str, salt: str = "minillm-split-1") -> float:

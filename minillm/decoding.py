@@ -285,7 +285,7 @@ class StepDecoder:
         self.model, self.src, self.use_cache = model, src, use_cache
         if use_cache:
             enc_out, src_mask = model.encode(src)                            # (B, S, C), (B, S): run ONCE
-            self.cache = model.make_cache(enc_out, src_mask)                 # cross-attn K/V computed once too
+            self.cache = model.make_cache(enc_out, src_mask, src)            # cross-attn K/V computed once too
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, t) every token so far, <bos> first. Returns the next-token logits (B, V) in fp32."""

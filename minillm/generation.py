@@ -20,9 +20,9 @@ import torch
 
 from minillm.batching import pad
 from minillm.beam import beam_search
-from minillm.data import encode_source
 from minillm.decoding import (SETTINGS, STRATEGIES, GenerationConfig, greedy_or_sample,  # noqa: F401 (re-exported)
                               never_generated, process_logits, special_ids)
+from minillm.retrieval import Hit, encoder_input
 
 
 @dataclass
@@ -38,8 +38,12 @@ class Answer:
     # return_details: per answer token, the top candidates as [(id, probability), ...], best first: "raw" from
     # the model's own softmax, "processed" after the processors the strategy used (zero-probability ones left out).
     steps: list[dict] | None = None
+    src_ids: list[int] = field(default_factory=list)     # what the encoder read: the question, then the passages
     src_tokens: list[str] = field(default_factory=list)  # printable source tokens: the S axis of the heatmap
     tgt_tokens: list[str] = field(default_factory=list)  # printable answer tokens: the T axis of the heatmap
+    # the passages the encoder read after the question, in that order (retrieval.Hit: .passage with its id,
+    # article or pair and heading; .score; .how); empty without retrieval, or when no passage matched
+    sources: list[Hit] = field(default_factory=list)
 
 
 def top_candidates(probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
@@ -65,7 +69,7 @@ def token_details(model, src: torch.Tensor, answers: list[list[int]], config: Ge
     # <bos> + answer + one <pad> (an empty answer still needs a next token to read), right-padded: (B, >= T + 1)
     answer_in_ids = pad([[special.bos] + ids + [special.pad] for ids in answers], special.pad).to(src.device)
     enc_out, src_mask = model.encode(src)                                     # (B, S, C), (B, S)
-    cache = model.make_cache(enc_out, src_mask)
+    cache = model.make_cache(enc_out, src_mask, src)
     # subtle: padding after a short answer is harmless: causal self-attention never lets an earlier position
     # see a later one, and we read only each row's own positions.
     logits, cross, self_w = model.decode_step(answer_in_ids[:, :T], cache, need_weights=True)  # (B, T, V), ...
@@ -133,18 +137,29 @@ def eval_mode(model):
         model.train(was_training)
 
 
-def make_answer(tokenizer, src_ids: list[int], ids: list[int]) -> Answer:
-    return Answer(text=tokenizer.decode(ids), ids=ids, src_tokens=[tokenizer.id_to_token_str(x) for x in src_ids],
-                  tgt_tokens=[tokenizer.id_to_token_str(x) for x in ids])
+def make_answer(tokenizer, src_ids: list[int], ids: list[int], sources: list[Hit]) -> Answer:
+    return Answer(text=tokenizer.decode(ids), ids=ids, src_ids=list(src_ids),
+                  src_tokens=[tokenizer.id_to_token_str(x) for x in src_ids],
+                  tgt_tokens=[tokenizer.id_to_token_str(x) for x in ids], sources=sources)
+
+
+def encode_question(model, tokenizer, question: str, retrieval: bool = True) -> tuple[list[int], list[Hit]]:
+    """(src_ids, sources): the encoder input for one question, by retrieval.encoder_input, as training built it:
+    the model's source length, and its retriever (the corpus its checkpoint records) unless ``retrieval`` is
+    False (to compare an answer with and without the passages)."""
+    retriever = model.retriever if retrieval else None
+    src_ids, _, hits = encoder_input(tokenizer, question, source_length(model), retriever)
+    return src_ids, hits
 
 
 @torch.inference_mode()
 def generate(model, tokenizer, questions: list[str], config: GenerationConfig | None = None,
-             return_details: bool = False, batch_size: int = 32) -> list[Answer]:
+             return_details: bool = False, batch_size: int = 32, retrieval: bool = True) -> list[Answer]:
     """Answer each question; returns one ``Answer`` per question, in order.
 
-    Each question becomes encoder input exactly as training built it (``data.encode_source``: cleaned,
-    tokenised, cut to the model's source length, <eos> appended). Questions are decoded ``batch_size`` at a
+    Each question becomes encoder input exactly as training built it (``encode_question``: cleaned,
+    tokenised, cut to the model's source length, <eos> appended, then the passages the model's retriever finds,
+    which ``answer.sources`` lists; ``retrieval=False`` leaves them out). Questions are decoded ``batch_size`` at a
     time, sorted by length so that a batch carries little padding (greedy and beam answers do not depend on the
     batching; sampled ones depend on the seed AND on which questions share a batch, since the rows draw from one
     generator). With ``return_details`` each answer also carries the probability of each of its tokens, the
@@ -154,7 +169,8 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
     for q in questions:
         check_question(q)
     config = config or GenerationConfig()
-    src_ids = [encode_source(tokenizer, q, source_length(model))[0] for q in questions]
+    encoded = [encode_question(model, tokenizer, q, retrieval) for q in questions]
+    src_ids = [ids for ids, _ in encoded]
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
     answers: list = [None] * len(src_ids)
     with eval_mode(model):
@@ -167,7 +183,7 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
                 src = pad(chunk_src, model.cfg.pad_id).to(next(model.parameters()).device)   # (B, S)
                 details = token_details(model, src, [ids for ids, _ in results], config)
             for j, i in enumerate(chunk):
-                answers[i] = make_answer(tokenizer, src_ids[i], results[j][0])
+                answers[i] = make_answer(tokenizer, src_ids[i], results[j][0], encoded[i][1])
                 if details is not None:
                     (answers[i].token_probs, answers[i].cross_attention, answers[i].self_attention,
                      answers[i].steps) = details[j]
@@ -216,18 +232,19 @@ class TextStream:
 
 
 @torch.inference_mode()
-def stream(model, tokenizer, question: str, config: GenerationConfig | None = None, on_text=None) -> Answer:
-    """Answer one question as ``generate([question])`` does (the same steps: encode_source, decode_ids,
+def stream(model, tokenizer, question: str, config: GenerationConfig | None = None, on_text=None,
+           retrieval: bool = True) -> Answer:
+    """Answer one question as ``generate([question])`` does (the same steps: encode_question, decode_ids,
     make_answer), calling ``on_text(piece)`` with each newly completed piece of the answer's text as greedy
     decoding or sampling produces the tokens. Beam search cannot stream (a hypothesis ahead now may lose later):
     its answer comes as one piece at the end. The pieces join to ``answer.text``; the ``Answer`` is returned."""
     check_question(question)
     config = config or GenerationConfig()
-    src_ids = encode_source(tokenizer, question, source_length(model))[0]
+    src_ids, sources = encode_question(model, tokenizer, question, retrieval)
     pieces = TextStream(tokenizer, on_text or (lambda piece: None))
     on_token = None if config.strategy == "beam" else lambda rows, next_ids: pieces.add(int(next_ids[0]))
     with eval_mode(model):
         ids = decode_ids(model, [src_ids], config, on_token)[0][0]
-    answer = make_answer(tokenizer, src_ids, ids)
+    answer = make_answer(tokenizer, src_ids, ids, sources)
     pieces.finish(answer.text)
     return answer

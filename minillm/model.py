@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minillm.attention import KVCache, causal_padding_mask, padding_mask
+from minillm.copying import CopyHead
 from minillm.layers import RotaryEmbedding, SinusoidalPositionalEncoding, swiglu_hidden
 from minillm.transformer import Decoder, Encoder, ModelConfig
 
@@ -37,13 +38,17 @@ class DecoderCache:
     self_kv:  one growing KVCache per decoder layer (keys/values of every target position so far);
     cross_kv: one KVCache per decoder layer with the source's keys/values, computed ONCE in make_cache;
     src_mask: (B, S) bool, True = real source token;
-    tgt_mask: (B, length) bool, True = real (non-pad) target token so far.
+    tgt_mask: (B, length) bool, True = real (non-pad) target token so far;
+    src_ids, copy_keys: (B, S) and (B, S, C), what the copy head (minillm.copying) reads; None without one.
     src_all_real, tgt_all_real: no padding at all, so decode_step can skip building and applying that mask
     (the fused attention kernel is fastest without one; a step at batch 1 is mostly such overheads).
     """
 
-    def __init__(self, self_kv: list[KVCache], cross_kv: list[KVCache], src_mask: Tensor, tgt_mask: Tensor):
+    def __init__(self, self_kv: list[KVCache], cross_kv: list[KVCache], src_mask: Tensor, tgt_mask: Tensor,
+                 src_ids: Tensor | None = None, copy_keys: Tensor | None = None):
         self.self_kv, self.cross_kv, self.src_mask, self.tgt_mask = self_kv, cross_kv, src_mask, tgt_mask
+        self.src_ids, self.copy_keys = src_ids, copy_keys
+        self.covered = None                # (B, S): how much the copy head pointed at each position so far
         self.src_all_real, self.tgt_all_real = bool(src_mask.all()), bool(tgt_mask.all())
 
     @property
@@ -58,6 +63,11 @@ class DecoderCache:
             kv.reorder(index)
         self.src_mask = self.src_mask.index_select(0, index)            # (B', S)
         self.tgt_mask = self.tgt_mask.index_select(0, index)            # (B', length)
+        if self.copy_keys is not None:
+            self.src_ids = self.src_ids.index_select(0, index)          # (B', S)
+            self.copy_keys = self.copy_keys.index_select(0, index)      # (B', S, C)
+            if self.covered is not None:
+                self.covered = self.covered.index_select(0, index)      # (B', S)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -87,6 +97,11 @@ class Seq2Seq(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.head = None if cfg.tie_embeddings else nn.Linear(C, cfg.vocab_size, bias=False)
+        # Pointer-generator (See et al. 2017): copy source tokens as well as write from the vocabulary.
+        self.copy = CopyHead(C) if cfg.copy else None
+        # What the model reads besides the question (a minillm.retrieval.Retriever), or None. Not a weight:
+        # minillm.checkpoint.load sets it from the corpus a checkpoint records, and generate() consults it.
+        self.retriever = None
         self._init_weights()
 
     # --- initialisation -----------------------------------------------------------------------------------
@@ -135,6 +150,8 @@ class Seq2Seq(nn.Module):
                     nn.init.normal_(linear.weight, mean=0.0, std=(linear.in_features * n_branches) ** -0.5)
         if self.head is not None:                          # an untied head starts like the tied one
             nn.init.normal_(self.head.weight, mean=0.0, std=self.cfg.init_std)
+        if self.copy is not None:                          # its gate starts biased towards copying
+            self.copy.reset_priors()
 
     # --- pieces -------------------------------------------------------------------------------------------
     def _check_ids(self, ids: Tensor, name: str) -> None:
@@ -174,17 +191,25 @@ class Seq2Seq(nn.Module):
         self_mask = causal_padding_mask(tgt_mask, T)                    # (B, T, T)
         x = self._embed(tgt_in_ids, 0)                                  # (B, T, C)
         h, _, _ = self.decoder(x, enc_out, self_mask, src_mask[:, None, :], rotary=self.rotary)
-        return self._logits(h)                                          # (B, T, V)
+        logits = self._logits(h)                                        # (B, T, V)
+        if self.copy is not None:                                       # log p of the mixture (minillm.copying)
+            logits, _ = self.copy(h, logits, self.copy.keys(enc_out), src_ids, src_mask, tgt_in_ids)
+        return logits
 
-    def make_cache(self, enc_out: Tensor, src_mask: Tensor) -> DecoderCache:
-        """Start decoding one batch of sources: each decoder layer's cross-attention keys/values are
-        computed here, once, and reused by every decode_step."""
+    def make_cache(self, enc_out: Tensor, src_mask: Tensor, src_ids: Tensor | None = None) -> DecoderCache:
+        """Start decoding one batch of sources: each decoder layer's cross-attention keys/values (and the copy
+        head's keys) are computed here, once, and reused by every decode_step. A model with a copy head needs
+        the source ids too (what it copies)."""
         if enc_out.dim() != 3 or src_mask.shape != enc_out.shape[:2] or src_mask.dtype != torch.bool:
             raise ValueError(f"make_cache expects enc_out (B, S, C) and a bool src_mask (B, S); got "
                              f"{tuple(enc_out.shape)} and {src_mask.dtype} {tuple(src_mask.shape)}")
+        if self.copy is not None and (src_ids is None or src_ids.shape != src_mask.shape):
+            raise ValueError("make_cache: a model with a copy head needs src_ids (B, S), the tokens it may copy")
         cross = [block.cross_attn.kv_cache(enc_out) for block in self.decoder.blocks]   # (B, H, S, D) each
         empty = torch.zeros(enc_out.size(0), 0, dtype=torch.bool, device=enc_out.device)  # (B, 0)
-        return DecoderCache([KVCache() for _ in self.decoder.blocks], cross, src_mask, empty)
+        copy_keys = self.copy.keys(enc_out) if self.copy is not None else None          # (B, S, C)
+        return DecoderCache([KVCache() for _ in self.decoder.blocks], cross, src_mask, empty,
+                            src_ids if self.copy is not None else None, copy_keys)
 
     def decode_step(self, tgt_ids: Tensor, cache: DecoderCache, need_weights: bool = False):
         """Feed only the NEW target tokens tgt_ids (B, T_new), at positions cache.length, cache.length + 1, …
@@ -212,6 +237,9 @@ class Seq2Seq(nn.Module):
                                               cross_kv=cache.cross_kv, rotary=self.rotary,
                                               need_weights=need_weights)
         logits = self._logits(h)                                        # (B, T_new, V)
+        if self.copy is not None:
+            logits, cache.covered = self.copy(h, logits, cache.copy_keys, cache.src_ids, cache.src_mask, tgt_ids,
+                                              cache.covered)
         return (logits, cross, self_weights) if need_weights else logits
 
     def num_params(self, non_embedding: bool = False) -> int:
@@ -234,5 +262,7 @@ class Seq2Seq(nn.Module):
                      + 2 * S * 2 * C * C                                       # cross k,v over the source
                      + 4 * T * T * C + 4 * T * S * C)                          # self and cross attention
         head = 2 * T * C * cfg.vocab_size
+        if cfg.copy:                                   # copy head: q over T, k over S, scores T×S, gate
+            head += 2 * T * C * C + 2 * S * C * C + 2 * T * S * C + 2 * T * C
         forward = cfg.n_encoder_layers * enc_layer + cfg.n_decoder_layers * dec_layer + head
         return (3 if training else 1) * forward / (S + T)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from minillm.batching import TokenBatchSampler, collate
-from minillm.data import MAX_SRC_LEN, printable
+from minillm.data import printable
 from minillm.evaluation import answer_chars, answers_record, teacher_forced_record
 from minillm.generation import GenerationConfig, decode_ids
 from minillm.losses import masked_cross_entropy
@@ -44,8 +44,14 @@ class TrainConfig:
     out: str = "runs/small"            # run directory: tokenizer, log.jsonl, model.pt, state-*.pt
     val_fraction: float = 0.1          # share of pairs (by hash of the question) held out for evaluation
     vocab_size: int = 2000             # BPE vocabulary incl. 3 special tokens: 2000 suits the 78 KB sample, ~8000 a few MB
-    max_src_len: int = MAX_SRC_LEN     # tokens with <eos>; longer questions are cut, here and when answering
+    max_src_len: int = 320             # tokens: the question + <eos>, then the passages retrieved; never cuts the question
     max_tgt_len: int = 192             # tokens; longer answers are cut without <eos>
+    # --- retrieval: passages the model reads after the question (minillm.corpus, minillm.retrieval)
+    corpus: str = "data/anayasa.json"  # articles file the model reads (JSON list of madde/baslik/metin/mulga); "" = none
+    retrieve_articles: int = 2         # article passages per question (an article the question names comes first)
+    retrieve_pairs: int = 1            # training answers per question (found by their questions); 0 = none
+    window_words: int = 60             # words per article passage; a longer article is cut into overlapping windows
+    window_stride: int = 45            # words from one window's start to the next's (overlap: window_words - stride)
     # --- model (None = the preset's value)
     model: str = "small"               # ModelConfig preset: "small" (~8M params, CPU) or "base" (~100M, GPU)
     d_model: int | None = None         # C, residual width
@@ -53,6 +59,7 @@ class TrainConfig:
     n_layers: int | None = None        # encoder layers = decoder layers
     d_ff: int | None = None            # feed-forward hidden width
     dropout: float | None = None       # probability; 0.05 in the small preset, 0.1 in base (Vaswani et al. 2017, §5.4)
+    copy: bool | None = None           # pointer-generator head (minillm.copying); None = on when the run reads a corpus
     # --- batch
     batch_tokens: int = 1024           # padded tokens (source + target) per micro-batch per process; small for 2 CPU cores
     grad_accum: int = 1                # micro-batches per optimiser step per process
@@ -109,6 +116,11 @@ class TrainConfig:
              f"{FIRST_MERGE_ID - 256} special tokens, before any merge)")
         need("max_src_len", self.max_src_len >= 2, ">= 2 (a token and <eos>)")
         need("max_tgt_len", self.max_tgt_len >= 2, ">= 2 (<bos> and a token)")
+        for name in ("retrieve_articles", "retrieve_pairs"):
+            need(name, getattr(self, name) >= 0, ">= 0")
+        need("window_words", self.window_words >= 1, ">= 1")
+        need("window_stride", 1 <= self.window_stride <= self.window_words,
+             f"in [1, window_words = {self.window_words}] (windows must cover every word)")
         # above 1 AdamW moves every weight by ~lr per step: the run diverges at once
         need("lr", 0 < number("lr") <= 1, "in (0, 1]")
         need("min_lr", 0 <= number("min_lr") <= self.lr, f"in [0, lr = {self.lr}]")

@@ -68,6 +68,7 @@ class ModelConfig:
     norm_eps: float = 1e-5          # added to the variance inside the norms, as torch.nn.LayerNorm's default
     init_std: float = 0.02          # std of the embedding at init (GPT-2, BART): initial logit spread init_std·√C
     fused: bool = True              # fused PyTorch kernels for attention and norms; False = hand-written path
+    copy: bool = False              # pointer-generator head (minillm.copying): copy source tokens; for retrieval
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff", "max_len"):

@@ -25,7 +25,7 @@ from train import main  # noqa: E402
 PREFIX = "train.py: error: "
 BASE = ["--vocab-size=300", "--d-model=32", "--n-heads=2", "--n-layers=1", "--d-ff=64", "--batch-tokens=400",
         "--max-steps=4", "--warmup-steps=1", "--eval-every=1000", "--save-every=1000", "--eval-generate=0",
-        "--device=cpu"]
+        "--device=cpu", "--corpus="]
 
 # 40 small question/answer pairs, distinct questions, so the hash split leaves both train and val non-empty.
 TOPICS = ["yasama yetkisi", "yürütme yetkisi", "yargı yetkisi", "egemenlik", "temel haklar", "seçim hakkı",
@@ -108,6 +108,19 @@ BAD_INPUT = [
     row("data-empty-list", ["--data={tmp}/none.json"], ["none.json"], {"none.json": "[]"}),
     row("data-all-pairs-empty", ["--data={tmp}/blank.json"], ["blank.json"],
         {"blank.json": '[{"Soru": "", "Cevap": ""}, {"Soru": "  ", "Cevap": null}]'}),
+    # --- the corpus the model reads (retrieval)
+    row("corpus-missing", ["--corpus={tmp}/nolaw.json"], ["nolaw.json", "no such articles file"]),
+    row("corpus-empty-list", ["--corpus={tmp}/law0.json"], ["law0.json", "empty list"], {"law0.json": "[]"}),
+    row("corpus-invalid-json", ["--corpus={tmp}/lawbad.json"], ["lawbad.json", "JSON"],
+        {"lawbad.json": '[{"madde": 1,'}),
+    row("corpus-duplicate-article", ["--corpus={tmp}/law2.json"], ["law2.json", "repeats article 1"],
+        {"law2.json": '[{"madde": 1, "baslik": "a", "metin": "b", "mulga": false}, '
+                      '{"madde": 1, "baslik": "c", "metin": "d", "mulga": false}]'}),
+    row("corpus-record-without-text", ["--corpus={tmp}/law3.json"], ["law3.json", "metin"],
+        {"law3.json": '[{"madde": 1, "baslik": "a", "mulga": false}]'}),
+    row("corpus-is-directory", ["--corpus={tmp}/lawdir"], ["lawdir", "regular file"], {"lawdir": DIR}),
+    row("window-stride-above-window", ["--window-words=10", "--window-stride=20"], ["--window-stride"]),
+    row("retrieve-articles-negative", ["--retrieve-articles=-1"], ["--retrieve-articles"]),
     # --- the run directory
     row("out-existing-run", [], ["run", "--resume"], {"run": RUN}),
     row("out-is-a-file", ["--out={tmp}/notadir"], ["notadir"], {"notadir": "not a directory\n"}),

@@ -58,7 +58,7 @@ def test_the_default_recipe_learns_a_task_that_needs_the_encoder(tmp_path):
     data = tmp_path / "copy.json"
     data.write_text(json.dumps(copy_pairs(2000)), encoding="utf-8")
     defaults = TrainConfig()
-    cfg = TrainConfig.preset("small", data=str(data), out=str(tmp_path / "run"), vocab_size=300, d_model=64,
+    cfg = TrainConfig.preset("small", data=str(data), out=str(tmp_path / "run"), corpus="", vocab_size=300, d_model=64,
                              n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_steps=STEPS, eval_every=STEPS,
                              eval_generate=100, eval_max_new_tokens=12, save_every=10 ** 6, log_every=10 ** 6,
                              print_samples=0, device="cpu", threads=1)

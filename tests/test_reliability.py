@@ -19,7 +19,7 @@ from minillm.tokenizer import BPETokenizer
 from minillm.training import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=400, lr=3e-3,
+TINY = dict(corpus="", vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=400, lr=3e-3,
             min_lr=3e-4, warmup_steps=1, max_steps=4, eval_every=1000, eval_generate=0, save_every=2,
             log_every=1, device="cpu")
 

@@ -36,7 +36,8 @@ def write_pairs(path, n=48):
     return path
 
 
-TINY = dict(vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=160,
+# corpus "": these tests are about training itself; retrieval has its own (tests/test_corpusfile.py, test_reliability.py)
+TINY = dict(corpus="", vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=160,
             lr=3e-3, min_lr=3e-4, warmup_steps=3, max_steps=12, eval_every=1000, eval_generate=0,
             save_every=1000, log_every=1, ema_decay=0.9, device="cpu")
 
@@ -263,7 +264,7 @@ def test_overfit_eight_pairs_and_reproduce_them_greedily(tmp_path):
 # train.py: flags, a real kill and resume, several processes
 
 # the tiny run of the subprocess tests, as TrainConfig fields and as train.py flags
-SUBPROCESS_CFG = dict(vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, batch_tokens=160, lr=3e-3,
+SUBPROCESS_CFG = dict(corpus="", vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, batch_tokens=160, lr=3e-3,
                       min_lr=3e-4, warmup_steps=3, max_steps=24, eval_every=1000, eval_generate=0, log_every=1,
                       save_every=4, ema_decay=0.9, device="cpu")
 

@@ -226,12 +226,33 @@ class ModelService:
             "defaults": defaults,
             "strategies": list(SETTINGS["strategy"].choices),
             "ranges": ranges,
+            "retrieval": self.retrieval_info(),
         }
+
+    def retrieval_info(self):
+        """None for a model that reads only the question; else what it retrieves from and how much per question."""
+        r = self.model.retriever
+        if r is None:
+            return None
+        return {"article_passages": len(r.law), "training_answers": len(r.answers), "articles": r.articles,
+                "pairs": r.pairs}
 
     def _candidates(self, pairs):
         """[(id, probability), ...] -> [{"id", "token", "p"}, ...], the token printable, p rounded like token_probs."""
         return [{"id": i, "token": self.tokenizer.id_to_token_str(i), "p": _finite_or_none(round(p, 5))}
                 for i, p in pairs]
+
+    def sources(self, ans) -> list[dict]:
+        """The passages the encoder read after the question, in order, each with where it came from and the span
+        [start, end) of its tokens in src_ids (the <eos> that closes it included), for the page."""
+        eos = [j for j, x in enumerate(ans.src_ids) if x == self.tokenizer.eos_id]   # the end of each segment
+        out = []
+        for k, hit in enumerate(ans.sources):
+            p = hit.passage
+            out.append({"id": p.id, "label": p.label(), "article": p.article, "pair": p.pair, "heading": p.heading,
+                        "score": _finite_or_none(round(hit.score, 3)), "how": hit.how, "text": p.text,
+                        "start": eos[k] + 1, "end": eos[k + 1] + 1})
+        return out
 
     def answer(self, question, settings):
         """Generate one answer with every detail the page draws; the JSON body of /api/generate."""
@@ -253,7 +274,8 @@ class ModelService:
             "answer": ans.text,
             "ids": list(ans.ids),
             "token_probs": _finite_or_none([round(float(p), 5) for p in ans.token_probs]),
-            "src_ids": encode_source(self.tokenizer, question, self.max_src_len)[0],   # what the encoder read
+            "src_ids": list(ans.src_ids),                      # what the encoder read: question <eos> passages
+            "sources": self.sources(ans),
             "src_tokens": list(ans.src_tokens),
             "tgt_tokens": list(ans.tgt_tokens),
             "cross_attention": _rounded(ans.cross_attention),  # (N, H, T, S)

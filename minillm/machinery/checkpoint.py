@@ -38,6 +38,7 @@ from minillm.files import atomic_write
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.optim import EMA
 from minillm.tokenizer import BPETokenizer
+from minillm.machinery.corpusfile import load_retriever
 
 FORMAT = "minillm-checkpoint"
 # Version 2: the output head reads the decoder without the 1/√C factor of version 1 (see Seq2Seq._init_weights).
@@ -271,11 +272,14 @@ def load_tokenizer(directory, ckpt: dict, log=print) -> BPETokenizer:
     return BPETokenizer.from_text(saved, f"{source} (embedded tokenizer)")
 
 
-def load(directory, device="cpu", log=None) -> tuple[Seq2Seq, BPETokenizer]:
+def load(directory, device="cpu", log=None, retrieval: bool = True) -> tuple[Seq2Seq, BPETokenizer]:
     """(model, tokenizer) ready for generation: the EMA weights where trained with EMA, in eval mode.
 
     `directory` is a checkpoint directory (model.pt is read; without one, the newest training state) or the
     path of one .pt file (the tokenizer then comes from its directory, or from the copy inside the file).
+    A model trained with retrieval gets its retriever (``model.retriever``) from the corpus file the checkpoint
+    records, beside it; a missing or different corpus is a CorpusError naming both. ``retrieval=False`` skips
+    the corpus: the model then answers from the question alone.
     """
     target = Path(directory)
     if target.is_file():
@@ -299,6 +303,8 @@ def load(directory, device="cpu", log=None) -> tuple[Seq2Seq, BPETokenizer]:
         ema = EMA(model)                       # a training state holds the raw weights and, apart, the EMA's
         ema.load_state_dict(ckpt["ema"])
         ema.copy_to(model)
+    if retrieval and ckpt.get("retrieval"):
+        model.retriever = load_retriever(directory, ckpt["retrieval"], path)
     # warnings go to stderr by default: generate.py prints its answers on stdout
     log = log or (lambda message: print(message, file=sys.stderr))
     return model.to(device).eval(), load_tokenizer(directory, ckpt, log)

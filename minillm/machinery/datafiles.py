@@ -50,8 +50,9 @@ def _pair_from(path, where, record, keys):
     return out[0], out[1]
 
 
-def _json(text: str, place: str, expected: str):
-    """json.loads; every way it can fail becomes a DataFormatError. `place` may use {line} and {column}."""
+def parse_json(text: str, place: str, expected: str):
+    """json.loads; every way it can fail becomes a DataFormatError. `place` may use {line} and {column}
+    (the corpus file reader, minillm.machinery.corpusfile, uses it too)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -86,7 +87,7 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
 
     pairs, keys = [], None
     if fmt == "json":
-        records = _json(text, f"{path}: invalid JSON at line {{line}}, column {{column}}",
+        records = parse_json(text, f"{path}: invalid JSON at line {{line}}, column {{column}}",
                         "a JSON list of objects (use .jsonl for one object per line)")
         if not isinstance(records, list):
             raise DataFormatError(f"{path}: top level is a {type(records).__name__}; expected a JSON list")
@@ -100,7 +101,7 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
             if not line.strip():
                 continue
             where = f"line {line_no}"
-            rec = _json(line, f"{path}: {where}, column {{column}}: invalid JSON", "one JSON object per line")
+            rec = parse_json(line, f"{path}: {where}, column {{column}}: invalid JSON", "one JSON object per line")
             if keys is None and isinstance(rec, dict):
                 keys = _pick_keys(path, where, rec, question_key, answer_key)
             pairs.append(_pair_from(path, where, rec, keys or (question_key or "Soru", answer_key or "Cevap")))

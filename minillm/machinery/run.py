@@ -23,7 +23,7 @@ from minillm.optim import Schedule
 from minillm.tokenizer import BPETokenizer
 from minillm.training import TrainConfig, Trainer
 from minillm.machinery import checkpoint as ckpt
-from minillm.machinery import runlog
+from minillm.machinery import corpusfile, runlog
 from minillm.machinery.datafiles import load_pairs
 from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
 from minillm.machinery.progress import Budget, Progress, choose_threads
@@ -59,9 +59,11 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
         # Documented fallback for a tiny file: train anyway, but say that nothing will be evaluated.
         log(f"warning: {cfg.data}: no validation pairs ({report.pairs_out} pairs, --val-fraction "
             f"{cfg.val_fraction}); training without evaluation, model.pt will hold the final weights")
+    articles = corpusfile.read_articles(cfg.corpus) if corpusfile.uses_corpus(cfg) else None   # checked first
     sizes = {k: v for k, v in dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers,
                                    n_decoder_layers=cfg.n_layers, d_ff=cfg.d_ff, dropout=cfg.dropout).items()
              if v is not None}
+    sizes["copy"] = corpusfile.uses_corpus(cfg) if cfg.copy is None else cfg.copy
     try:                                         # the sizes are checked before anything is written
         ModelConfig.preset(cfg.model, vocab_size=cfg.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
                            max_src_len=cfg.max_src_len, **sizes)
@@ -72,32 +74,38 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
     if rank == 0:
         run_dir.acquire(log)
     try:
-        return _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision)
+        return _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision, articles)
     except BaseException:
         run_dir.discard() if not resume else run_dir.release()
         raise
 
 
-def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision) -> "Run":
+def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision, articles) -> "Run":
     out = run_dir.path
     state = ckpt.latest_state(out, map_location="cpu", log=log) if resume else None
     if state is not None:
         log(f"resuming from {state['path']} (step {state['step']})")
+    retriever, retrieval = corpusfile.run_retriever(cfg, out, splits, articles, state, rank, log)
     # --- tokenizer: trained on the training split only, so validation text never shapes the vocabulary
     if state is not None:
         tokenizer = ckpt.load_tokenizer(out, state, log)
     else:
         if rank == 0:
             t0 = time.perf_counter()
-            trained = BPETokenizer.train((q + " " + a for q, a in splits["train"]), cfg.vocab_size)
+            # the passages are text the model reads too: the tokenizer learns their words (never validation text)
+            law_text = [p.text for p in retriever.law] if retriever is not None else []
+            trained = BPETokenizer.train([q + " " + a for q, a in splits["train"]] + law_text, cfg.vocab_size)
             ckpt.save_tokenizer(trained, out)
             log(f"tokenizer: {trained.vocab_size} tokens, trained in {time.perf_counter() - t0:.1f} s")
         if world > 1:
             dist.barrier()                     # the other ranks read the file rank 0 wrote
         tokenizer = BPETokenizer.load(out / ckpt.TOKENIZER_FILE)
     # --- datasets
-    train_set = Seq2SeqDataset(splits["train"], tokenizer, cfg.max_src_len, cfg.max_tgt_len)
-    val_set = Seq2SeqDataset(splits["val"], tokenizer, cfg.max_src_len, cfg.max_tgt_len) if splits["val"] else None
+    # own_pairs: a training pair never reads its own answer (minillm.retrieval, LEAKAGE)
+    train_set = Seq2SeqDataset(splits["train"], tokenizer, cfg.max_src_len, cfg.max_tgt_len, retriever,
+                               own_pairs=True)
+    val_set = (Seq2SeqDataset(splits["val"], tokenizer, cfg.max_src_len, cfg.max_tgt_len, retriever)
+               if splits["val"] else None)
     longest = max(s + t for s, t in train_set.lengths)
     if cfg.batch_tokens < longest:
         raise ValueError(f"--batch-tokens {cfg.batch_tokens} is below the longest training pair ({longest} tokens "
@@ -109,6 +117,7 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
         cfg.model, vocab_size=tokenizer.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
         max_src_len=cfg.max_src_len, **sizes))
     model = Seq2Seq(model_cfg).to(device)
+    model.retriever = retriever
     torch.manual_seed(cfg.seed + rank)            # dropout masks differ between ranks
     train_model = torch.compile(model) if cfg.compile else model
     if world > 1:
@@ -119,7 +128,7 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
                       world_size=world, train_model=train_model, log=log)
     if device.type == "cpu" and cfg.threads == 0 and world == 1 and torch.get_num_threads() > 1:
         choose_threads(trainer, state, log)       # before the peak is measured: on the threads that train
-    run = Run(cfg, trainer, run_dir, log)
+    run = Run(cfg, trainer, run_dir, log, retrieval)
     if state is not None:
         run.load_state_dict(state)
     else:
@@ -136,8 +145,9 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
 class Run:
     """What a run keeps besides the learning state: its directory, clock, best evaluation and log."""
 
-    def __init__(self, cfg: TrainConfig, trainer: Trainer, run_dir: RunDirectory, log=print):
+    def __init__(self, cfg: TrainConfig, trainer: Trainer, run_dir: RunDirectory, log=print, retrieval=None):
         self.cfg, self.trainer, self.run_dir, self.out, self.log = cfg, trainer, run_dir, run_dir.path, log
+        self.retrieval = retrieval            # what checkpoints record of the corpus (corpusfile.write_corpus)
         self.tokenizer_text = trainer.tokenizer.to_text()   # what every state embeds (never the file's bytes)
         self.is_main = trainer.rank == 0
         self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see refit_to_budget)
@@ -157,7 +167,7 @@ class Run:
                 "train_config": dataclasses.asdict(self.cfg), "model": ckpt.model_state(t.model),
                 "rng": ckpt.rng_state(), "tokenizer": self.tokenizer_text,
                 "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by(),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "retrieval": self.retrieval}
 
     def load_state_dict(self, s: dict) -> None:
         t = self.trainer
@@ -218,7 +228,8 @@ class Run:
         if self.is_main and self.trainer.weights_are_sound() is None:
             t = self.trainer
             ckpt.save_model(self.out, t.model, t.tokenizer, ema=t.ema, step=t.step, val_loss=record.get("nll"),
-                            chrf=record.get("chrf"), train_config=dataclasses.asdict(self.cfg))
+                            chrf=record.get("chrf"), train_config=dataclasses.asdict(self.cfg),
+                            retrieval=self.retrieval)
 
     def write_log(self, record: dict) -> None:
         if self.is_main:

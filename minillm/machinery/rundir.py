@@ -105,6 +105,7 @@ def resume_config(out, overrides: dict, log=print) -> TrainConfig:
         raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {out}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in state["train_config"].items() if k in known}
+    saved.setdefault("corpus", "")      # a run saved before retrieval existed read no corpus: it still reads none
     refused = [k for k, v in overrides.items() if k not in RESUMABLE and saved.get(k) != v]
     if refused:
         raise ValueError("--resume continues the saved run, whose " + ", ".join(
