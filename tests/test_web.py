@@ -3,7 +3,9 @@
 The model is a tiny real Seq2Seq (random weights, seeded) saved with checkpoint.save_model and read back with
 checkpoint.load, exactly as `generate.py --serve` does. Every answer the API gives is compared with what
 generation.generate gives for the same question and settings, so a setting the server dropped (top-p, say)
-makes a test fail.
+makes a test fail. A second server (``rag_app``) serves the same kind of model with a retriever over a few
+hand-written articles and training pairs: what it says the encoder read is checked against retrieval's own
+encoder_input, span by span.
 """
 import contextlib
 import dataclasses
@@ -31,13 +33,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm import checkpoint
+from minillm.corpus import article_passages, pair_passages
+from minillm.data import encode_source
 from minillm.decoding import SETTINGS
-from minillm.generation import GenerationConfig, generate
+from minillm.generation import GenerationConfig, generate, source_length
 from minillm.machinery import runlog
 from minillm.machinery.api import Limits, TrainingLog, server_settings
 from minillm.machinery import api
 from minillm.machinery.web import STATIC_DIR, make_server, open_server
 from minillm.model import ModelConfig, Seq2Seq
+from minillm.retrieval import MIN_ROOM, Retriever, encoder_input
 from minillm.tokenizer import BPETokenizer
 
 TEXTS = [
@@ -51,16 +56,47 @@ MAX_LEN = 48          # model positions: a question longer than this in tokens i
 SERVER_CAP = 20       # the server's max_new_tokens cap in these tests
 
 
-def tiny_checkpoint(directory):
+def tiny_checkpoint(directory, max_len=MAX_LEN):
     """A 2-layer, d_model 32 model with seeded random weights, saved as an inference checkpoint.
 
     init_std 0.4 (instead of 0.02) makes the random attention visibly uneven, so heatmaps are not uniform."""
     tok = BPETokenizer.train(TEXTS, vocab_size=300)
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2,
-                      d_ff=64, max_len=MAX_LEN, dropout=0.0, init_std=0.4)
+                      d_ff=64, max_len=max_len, dropout=0.0, init_std=0.4)
     checkpoint.save_model(directory, Seq2Seq(cfg), tok)
     return checkpoint.load(directory)
+
+
+# What the retrieving model reads from: four articles as data/anayasa.json holds them, and two training pairs.
+ARTICLES = [
+    {"madde": 1, "baslik": "Devletin şekli", "metin": "Türkiye Devleti bir Cumhuriyettir.", "mulga": False},
+    {"madde": 2, "baslik": "Cumhuriyetin nitelikleri", "metin": "Türkiye Cumhuriyeti demokratik, laik ve sosyal "
+                                                               "bir hukuk Devletidir.", "mulga": False},
+    {"madde": 13, "baslik": "Temel hak ve hürriyetlerin sınırlanması",
+     "metin": "Temel hak ve hürriyetler, özlerine dokunulmaksızın yalnızca kanunla sınırlanabilir.", "mulga": False},
+    {"madde": 19, "baslik": "Kişi hürriyeti ve güvenliği", "metin": "Herkes, kişi hürriyeti ve güvenliğine sahiptir.",
+     "mulga": False},
+]
+PAIRS = [("Temel haklar nasıl sınırlanır?", "Temel hak ve özgürlükler ancak kanunla sınırlanabilir."),
+         ("Mahkemeler bağımsız mıdır?", "Mahkemeler bağımsızdır; hiçbir organ talimat veremez.")]
+RAG_MAX_LEN = 160     # source positions: the question and both passages fit, uncut or cut
+
+
+def retrieval_checkpoint(directory):
+    """tiny_checkpoint's model with room for passages, given a retriever over ARTICLES and PAIRS: one article
+    and one training answer per question (set on the loaded model, as checkpoint.load sets a run's)."""
+    model, tok = tiny_checkpoint(directory, max_len=RAG_MAX_LEN)
+    model.retriever = Retriever(article_passages(ARTICLES) + pair_passages(PAIRS), articles=1, pairs=1)
+    return model, tok
+
+
+# (question, the passage ids it retrieves, why each): two BM25 hits; an article the question names; nothing.
+RAG_QUESTIONS = [
+    (QUESTION, ["md13", "pair0"], ["bm25", "bm25"]),
+    ("Anayasanın 2. maddesi neyi düzenler?", ["md2"], ["reference"]),
+    ("Xyzzy qwerty?", [], []),
+]
 
 
 def write_log(path, n_steps, eval_every=10, partial_tail=False):
@@ -81,13 +117,10 @@ def write_log(path, n_steps, eval_every=10, partial_tail=False):
             f.write('{"step": 999, "kind": "tra')
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """A server in a background thread; yields a namespace with its base URL, model, tokenizer and server."""
-    directory = tmp_path_factory.mktemp("ckpt")
-    model, tok = tiny_checkpoint(directory)
-    log_path = directory / runlog.LOG_FILE
-    write_log(log_path, 30, partial_tail=True)
+@contextlib.contextmanager
+def serving(model, tok, directory, log_path):
+    """A server for model in a background thread; yields a namespace with its base URL, model, tokenizer and
+    server."""
     limits = Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
     server = make_server(model, tok, "127.0.0.1", 0, log_path, limits, directory, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -100,9 +133,31 @@ def app(tmp_path_factory):
     a = App()
     a.server, a.model, a.tok, a.log_path, a.dir = server, model, tok, log_path, directory
     a.host, a.port, a.url = host, port, f"http://{host}:{port}"
-    yield a
-    server.shutdown()
-    server.server_close()
+    try:
+        yield a
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The server of a model that reads only the question, with a training log."""
+    directory = tmp_path_factory.mktemp("ckpt")
+    model, tok = tiny_checkpoint(directory)
+    log_path = directory / runlog.LOG_FILE
+    write_log(log_path, 30, partial_tail=True)
+    with serving(model, tok, directory, log_path) as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def rag_app(tmp_path_factory):
+    """The server of a model that retrieves (retrieval_checkpoint), with no training log."""
+    directory = tmp_path_factory.mktemp("ckpt_rag")
+    model, tok = retrieval_checkpoint(directory)
+    with serving(model, tok, directory, directory / runlog.LOG_FILE) as a:
+        yield a
 
 
 def call(app, method, path, body=None, raw=None, headers=None):
@@ -178,7 +233,6 @@ def test_info_ranges_are_the_decoding_table_with_the_server_caps(app):
 def test_too_long_questions_are_those_encode_source_would_cut(app):
     """The server refuses a question exactly when data.encode_source cuts it at the model's max_src_len (the
     source length it was trained on), which may be shorter than max_len."""
-    from minillm.data import encode_source
     from minillm.machinery.api import ModelService, RequestError, parse_generate_request
     model = Seq2Seq(dataclasses.replace(app.model.cfg, max_src_len=10))
     assert ModelService(model, app.tok).max_src_len == 10
@@ -225,6 +279,63 @@ def test_generate_matches_the_library_with_details(app):
             assert [c["token"] for c in step[kind]] == [app.tok.id_to_token_str(i) for i, _ in ref_step[kind]]
             assert [c["p"] for c in step[kind]] == pytest.approx([p for _, p in ref_step[kind]], abs=1e-5)
     assert body["settings"]["max_new_tokens"] == 8 and body["settings"]["strategy"] == "greedy"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A model that retrieves: what the encoder read, passage by passage
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_info_says_whether_the_model_retrieves_and_from_how_much(app, rag_app):
+    assert call(app, "GET", "/api/info")[2]["retrieval"] is None
+    # ARTICLES are short: one passage each; the two training answers; one of each per question (the fixture's).
+    assert call(rag_app, "GET", "/api/info")[2]["retrieval"] == {
+        "article_passages": 4, "training_answers": 2, "articles": 1, "pairs": 1}
+
+
+@pytest.mark.parametrize("question, ids, hows", RAG_QUESTIONS, ids=["bm25", "reference", "none"])
+def test_generate_with_retrieval_sends_the_passages_and_their_spans(rag_app, question, ids, hows):
+    """src_ids is retrieval.encoder_input's, and the sources' spans cut it into the question, then each passage
+    closed by its <eos>, in order, with nothing left over: the page marks the segments by these spans."""
+    tok, model = rag_app.tok, rag_app.model
+    status, _, body = call(rag_app, "POST", "/api/generate", {"question": question, "max_new_tokens": 6})
+    assert status == 200
+    src_ids, _, hits = encoder_input(tok, question, source_length(model), model.retriever)
+    assert body["src_ids"] == src_ids and body["src_tokens"] == [tok.id_to_token_str(i) for i in src_ids]
+    ref = direct(rag_app, question, max_new_tokens=6)
+    assert body["src_ids"] == ref.src_ids and body["ids"] == ref.ids
+    sources = body["sources"]
+    assert [s["id"] for s in sources] == ids == [h.passage.id for h in ref.sources] == [h.passage.id for h in hits]
+    assert [s["how"] for s in sources] == hows == [h.how for h in ref.sources]
+    for s, hit in zip(sources, ref.sources):
+        p = hit.passage
+        assert (s["label"], s["article"], s["pair"], s["heading"], s["text"]) == (
+            p.label(), p.article, p.pair, p.heading, p.text)
+        assert s["score"] == pytest.approx(hit.score, abs=5e-4)
+    # The spans tile src_ids: the question (with its <eos>) before the first, each starting where the last ended.
+    starts = [s["start"] for s in sources] + [len(src_ids)]
+    assert src_ids[:starts[0]] == encode_source(tok, question, source_length(model))[0]
+    for s, hit, start in zip(sources, ref.sources, starts[1:]):
+        assert s["end"] == start and s["end"] - s["start"] >= MIN_ROOM + 1
+        read = src_ids[s["start"]:s["end"]]
+        assert read[-1] == tok.eos_id and tok.eos_id not in read[:-1]
+        assert read[:-1] == tok.encode(hit.passage.text)[:len(read) - 1]   # the passage, or the start of it
+    # The heatmap's columns are the same tokens: every one of them, passages included.
+    assert torch.tensor(body["cross_attention"]).shape[-1] == len(src_ids)
+
+
+def test_retrieval_spans_survive_a_passage_cut_by_the_source_length(rag_app):
+    """A source too short for a whole passage cuts it at its end (retrieval.encoder_input); the span is then
+    the cut passage and its <eos>, still the last tokens of src_ids."""
+    from minillm.machinery.api import ModelService
+    model = Seq2Seq(dataclasses.replace(rag_app.model.cfg, max_src_len=40))
+    model.load_state_dict(rag_app.model.state_dict())
+    model.retriever = rag_app.model.retriever
+    service = ModelService(model, rag_app.tok)
+    body = service.answer(QUESTION, {"max_new_tokens": 3})
+    (source,) = body["sources"]                     # the training answer no longer fits (fewer than MIN_ROOM left)
+    text = rag_app.tok.encode(next(p.text for p in model.retriever.law if p.id == "md13"))
+    assert source["id"] == "md13" and source["end"] == len(body["src_ids"]) == 40
+    assert body["src_ids"][source["start"]:-1] == text[:40 - source["start"] - 1] != text
 
 
 @pytest.mark.parametrize("settings", [

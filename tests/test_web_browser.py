@@ -5,7 +5,7 @@ Two ways to drive Chromium, both with the standard library only:
   * `chromium --dump-dom` prints the DOM after the page settled (the first two tests);
   * the DevTools protocol over a pipe (`--remote-debugging-pipe`: JSON commands on fd 3, replies on fd 4, each
     ended by a NUL byte) runs JavaScript in the page: the layout at phone width, the request the page sent,
-    a hover over a heatmap cell.
+    a hover over a heatmap cell, the sources a retrieving model read.
 
 Needs Debian's `chromium` (.ci/run installs it with apt-get); skips with the reason where it is absent.
 MINILLM_SCREENSHOT_DIR=<dir> keeps the screenshots these tests take (1,400 px Turkish and English, 420 px).
@@ -30,7 +30,7 @@ from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits
 from minillm.machinery.web import make_server
-from test_web import QUESTION, tiny_checkpoint, write_log
+from test_web import QUESTION, RAG_QUESTIONS, retrieval_checkpoint, tiny_checkpoint, write_log
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(
@@ -83,6 +83,20 @@ def site(tmp_path_factory):
     directory = tmp_path_factory.mktemp("ckpt_browser")
     model, tok = tiny_checkpoint(directory)
     write_log(directory / "log.jsonl", 40)
+    server = make_server(model, tok, "127.0.0.1", 0, directory / "log.jsonl", Limits(max_new_tokens=24),
+                         directory, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, model, tok, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def rag_site(tmp_path_factory):
+    """The same, for a model that retrieves (test_web.retrieval_checkpoint: QUESTION gets two passages)."""
+    directory = tmp_path_factory.mktemp("ckpt_browser_rag")
+    model, tok = retrieval_checkpoint(directory)
     server = make_server(model, tok, "127.0.0.1", 0, directory / "log.jsonl", Limits(max_new_tokens=24),
                          directory, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -458,6 +472,9 @@ def test_turkish_page_honours_url_settings_and_speaks_turkish(site, browser):
     assert blue == sorted(blue) and blue[-1] - blue[0] > 30 * (max(ref.token_probs) - min(ref.token_probs))
     check_heatmap_rows(tab, ref.tgt_tokens, ref.src_tokens, "tr")
     assert "· = boşluk" in tab.text("#attention-panel") and "· = boşluk" in tab.text("#answer-panel")
+    # A model that reads the question alone: no sources section, and the model panel says so.
+    assert tab.js("document.getElementById('sources-box').hidden") is True
+    assert tab.text("#retrieval-info") == "Geri getirme yok: model yalnızca soruyu okur."
     assert tab.js("document.documentElement.scrollWidth <= window.innerWidth")
     tab.screenshot("minillm-1400-tr.png")
 
@@ -626,3 +643,110 @@ def test_self_attention_switch_and_step_by_step_candidates(site, browser):
     tab.js("document.getElementById('lang-toggle').click()")
     assert tab.text("#step-view .cand-list.raw h4") == "Model (ayarlardan önce)"
     assert tab.js("document.querySelector('#attention-kind option[value=self]').textContent").startswith("öz-dikkat")
+
+
+def test_a_retrieving_model_shows_its_sources_and_marks_the_passages(rag_site, browser):
+    """At 420 px, in Turkish then English: "Kaynaklar" lists each passage the model read (where it came from, why,
+    its text); the encoder-input chips and the heatmap's columns are cut into the question and the passages by the
+    API's spans; the heatmap (S = the whole encoder input) scrolls inside its card, not the page. A question that
+    matches nothing says so."""
+    server, model, tok, base = rag_site
+    question, ids, _ = RAG_QUESTIONS[0]
+    tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": question, "max_new_tokens": 8}), 420, 900)
+    tab.wait_for(ANSWERED)
+    ref = generate(model, tok, [question], GenerationConfig(max_new_tokens=8), return_details=True)[0]
+    body = server.service.answer(question, {"max_new_tokens": 8})
+    assert tab.text("#answer") == ref.text and [h.passage.id for h in ref.sources] == ids
+
+    # The sources, in the order the encoder read them; in Turkish the label is the library's Passage.label().
+    sources = ("Array.from(document.querySelectorAll('#sources .source'), e => ({id: e.dataset.id, "
+               "label: e.querySelector('.source-label').textContent, why: e.querySelector('.source-why').textContent,"
+               " text: e.querySelector('.source-text').textContent}))")
+    items = tab.js(sources)
+    assert [i["id"] for i in items] == ids
+    assert [i["label"] for i in items] == [h.passage.label() for h in ref.sources]
+    assert [i["text"] for i in items] == [h.passage.text for h in ref.sources]   # short passages: shown whole
+    for item, source in zip(items, body["sources"]):
+        assert re.fullmatch(r"BM25 skoru \d+,\d", item["why"]), item["why"]
+        assert shown_number(item["why"].split()[-1]) == pytest.approx(source["score"], abs=0.051)
+
+    # A long passage is cut, with a button that shows all of it (the page's own state, given a longer text).
+    long_text = "kelime " * 80
+    tab.js(f"state.answer.sources[0].text = {json.dumps(long_text)}; renderSources(state.answer)")
+    first = "document.querySelector('#sources .source .source-text').textContent"
+    assert tab.js(first) == long_text[:240].rstrip() + "…"
+    assert tab.text("#sources .source-more") == f"tamamını göster ({len(long_text)} karakter)"
+    tab.js("document.querySelector('#sources .source-more').click()")
+    assert tab.js(first) == long_text and tab.text("#sources .source-more") == "kısalt"
+    tab.js("document.querySelector('#sources .source-more').click()")
+    assert tab.js(first).endswith("…")
+
+    # The encoder input: one row per segment, each holding exactly its span's tokens, labelled as in the list.
+    spans = [(0, body["sources"][0]["start"])] + [(s["start"], s["end"]) for s in body["sources"]]
+    assert spans[-1][1] == len(ref.src_tokens)
+    segments = tab.js("Array.from(document.querySelectorAll('#src-tokens .segment'), s => ["
+                      "s.querySelector('.seg-mark').textContent,"
+                      "Array.from(s.querySelectorAll('.tok .t'), e => e.textContent)])")
+    shorts = [f"md. {h.passage.article}" if h.passage.article is not None else f"çift {h.passage.pair}"
+              for h in ref.sources]
+    assert [mark for mark, _ in segments] == ["soru"] + [f"{k}. pasaj · {s}" for k, s in enumerate(shorts, 1)]
+    assert [chips for _, chips in segments] == [[show_tok(x) for x in ref.src_tokens[a:b]] for a, b in spans]
+
+    # The heatmap: every column has its cell, a band over each segment starts at its first column, and a line
+    # marks where each passage starts; a passage column's tooltip names the passage, and a hover lights its band.
+    S, T = len(ref.src_tokens), len(ref.ids)
+    assert tab.js("document.querySelectorAll('#heatmap rect.cell').length") == T * S
+    column_x = lambda j: float(tab.js(f"document.querySelector('#heatmap rect.cell[data-i=\"0\"][data-j=\"{j}\"]')"
+                                      ".getAttribute('x')"))
+    bands = tab.js("Array.from(document.querySelectorAll('#heatmap-head .seg-band'), g => "
+                   "[Number(g.querySelector('rect').getAttribute('x')), g.querySelector('title').textContent])")
+    assert [x for x, _ in bands] == pytest.approx([column_x(a) for a, _ in spans])
+    assert all(h.passage.label() in title for (_, title), h in zip(bands[1:], ref.sources))
+    lines = tab.js("Array.from(document.querySelectorAll('#heatmap line.seg-line'), l => Number(l.getAttribute('x1')))")
+    assert lines == pytest.approx([column_x(a) - 0.5 for a, _ in spans[1:]])
+    last = T * S - 1                                            # the last cell: the second passage's <eos>
+    tip = tab.js(f"document.querySelectorAll('#heatmap rect.cell')[{last}].textContent")
+    assert f"← 2. pasaj ({shorts[1]}) #{S - 1} «{show_tok(ref.src_tokens[-1])}»: ağırlık " in tip, tip
+    tab.js(f"document.querySelectorAll('#heatmap rect.cell')[{last}]"
+           ".dispatchEvent(new PointerEvent('pointerover', {bubbles: true}))")
+    assert tab.text("#heatmap-readout") == tip
+    assert tab.js("Array.from(document.querySelectorAll('#heatmap-head .seg-band text.lit'), "
+                  "e => e.parentNode.dataset.seg)") == ["2"]
+
+    # The model panel says how much it retrieves; the page keeps to the phone's width, the heatmap scrolling inside.
+    assert "en çok 1 Anayasa pasajı ve 1 eğitim cevabı" in tab.text("#retrieval-info")
+    assert "4 madde pasajı ve 2 eğitim cevabı" in tab.text("#retrieval-info")
+    for lang in ("tr", "en"):
+        width = tab.js("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{lang}: the page is {width[0]} px wide on a {width[1]} px screen"
+        wrap = tab.js("(w => [w.scrollWidth, w.clientWidth])(document.getElementById('heatmap-wrap'))")
+        assert wrap[0] > wrap[1], "the heatmap should scroll sideways inside its card"
+        if lang == "tr":
+            tab.screenshot("minillm-420-sources-tr.png")
+            tab.js("document.getElementById('lang-toggle').click()")
+
+    # In English: the labels, the reason (a decimal point) and the segment marks are English too.
+    items = tab.js(sources)
+    heading = ref.sources[0].passage.heading
+    assert items[0]["label"] == f"Constitution art. {ref.sources[0].passage.article} — {heading}"
+    assert all(re.fullmatch(r"BM25 score \d+\.\d", i["why"]) for i in items), items
+    assert tab.js("document.querySelector('#src-tokens .segment:nth-child(2) .seg-mark').textContent") == (
+        f"passage 1 · art. {ref.sources[0].passage.article}")
+
+    # A question that matches no passage: the section says so, and nothing is marked.
+    tab.js(f"document.getElementById('question').value = {json.dumps(RAG_QUESTIONS[2][0])};"
+           "document.getElementById('ask-button').click()")
+    tab.wait_for("document.getElementById('sources-note').textContent.startsWith('No passage matched')")
+    assert tab.js("document.getElementById('sources-box').hidden") is False
+    assert tab.js("document.querySelectorAll('#sources .source, #src-tokens .segment, #heatmap-head .seg-band,"
+                  " #heatmap .seg-line').length") == 0
+    tab.js("document.getElementById('lang-toggle').click()")
+    assert tab.text("#sources-note") == "Soruyla eşleşen pasaj yok: model yalnızca soruyu okudu."
+
+    # A question that names its article: that article, "named in the question".
+    question, ids, _ = RAG_QUESTIONS[1]
+    tab.js(f"document.getElementById('question').value = {json.dumps(question)};"
+           "document.getElementById('ask-button').click()")
+    tab.wait_for("document.querySelectorAll('#sources .source').length > 0")
+    assert tab.js("Array.from(document.querySelectorAll('#sources .source'), e => e.dataset.id)") == ids
+    assert tab.text("#sources .source-why") == "soruda anılan madde"

@@ -1,7 +1,7 @@
-// minillm's page: asks /api/generate, shows the question as the model's tokens, the answer's token probabilities
-// and its cross-attention heatmap, and draws the training log (/api/metrics) as SVG line charts. Plain
-// JavaScript, no libraries, no build step. Everything the server sends is put into the page with textContent /
-// SVG attributes, never as HTML.
+// minillm's page: asks /api/generate, shows the passages a retrieving model read (its sources), the question and
+// the passages as the model's tokens, the answer's token probabilities and its cross-attention heatmap, and draws
+// the training log (/api/metrics) as SVG line charts. Plain JavaScript, no libraries, no build step. Everything
+// the server sends is put into the page with textContent / SVG attributes, never as HTML.
 //
 // One source of truth: every decoding setting, its bounds and its default come from /api/info (the server's
 // copy of minillm.decoding.SETTINGS with its own caps). The page only adds labels, in Turkish and English.
@@ -28,6 +28,27 @@ const I18N = {
     value_null: "yok", value_true: "evet", value_false: "hayır",
     ask_button: "Sor",
     answer_title: "Cevap", answer_empty: "Henüz soru sorulmadı.",
+    // Retrieval: the passages read after the question (/api/generate's sources), each a segment of the encoder input.
+    sources_title: "Kaynaklar",
+    sources_hint: (n) => `Model cevap vermeden önce sorudan sonra bu ${n} pasajı okudu, bu sırayla; kodlayıcı ` +
+      "girdisinde ve ısı haritasında aynı numara ve renkle işaretlidir.",
+    sources_none: "Soruyla eşleşen pasaj yok: model yalnızca soruyu okudu.",
+    why_reference: "soruda anılan madde",
+    why_bm25: (score) => `BM25 skoru ${score}`,
+    source_tokens: (n) => `${n} token okundu`,
+    show_all: (n) => `tamamını göster (${n} karakter)`, show_less: "kısalt",
+    label_article: (n, heading) => `Anayasa md. ${n} — ${heading}`,
+    label_pair: (n, heading) => `eğitim çifti ${n} — ${heading}`,
+    short_article: (n) => `md. ${n}`, short_pair: (n) => `çift ${n}`, repealed: "mülga",
+    seg_question: "soru", seg_passage: (k) => `${k}. pasaj`,
+    src_title_rag: "Kodlayıcının okuduğu: soru, sonra pasajlar",
+    src_hint_rag: "Soru ve her pasaj bir <eos> ile biter; soldaki renkli çizgi ve etiket her token'ın hangi parçadan " +
+      "geldiğini gösterir (numaralar Kaynaklar'daki gibi). Her renk bir token, altındaki sayı sözlükteki " +
+      "numarası (id).",
+    retrieval_on: (a, p, nl, na) => `Geri getirme (retrieval): her soruya, sorudan sonra okunmak üzere en çok ${a} ` +
+      `Anayasa pasajı ve ${p} eğitim cevabı eklenir (soruda anılan madde önce, sonra BM25); ${nl} madde pasajı ve ` +
+      `${na} eğitim cevabı arasından.`,
+    retrieval_off: "Geri getirme yok: model yalnızca soruyu okur.",
     src_title: "Soru, modelin okuduğu hâliyle",
     src_hint: "Tokenizer (BPE) soruyu bu parçalara böler; her renk bir token, altındaki sayı sözlükteki numarası (id).",
     src_hint_no_ids: "Tokenizer (BPE) soruyu bu parçalara böler; her renk bir token (bu sunucu soru token'larının " +
@@ -40,11 +61,15 @@ const I18N = {
     attention_title: "Model nereye baktı?",
     attention_hint: "Çapraz dikkat (cross-attention): her satır bir cevap token'ı, her sütun bir soru token'ı; koyu " +
       "hücre, o cevap token'ı üretilirken sorunun o kısmına çok bakıldığını gösterir.",
+    attention_hint_rag: "Çapraz dikkat (cross-attention): her satır bir cevap token'ı, her sütun kodlayıcının " +
+      "okuduğu bir token: önce soru, sonra pasajlar (dikey çizgiler onları ayırır, üstteki renkli şerit hangi " +
+      "pasaj olduğunu söyler); koyu hücre, o cevap token'ı üretilirken oraya çok bakıldığını gösterir.",
     heatmap_marks: "· = boşluk. Bir hücrenin üzerine gelin (ya da dokunun): cevap token'ı, soru token'ı ve ağırlık " +
       "aşağıda yazılır.",
     layer: "Katman", head: "Kafa", mean_heads: "kafaların ortalaması", mean_layers: "katmanların ortalaması",
     axis_question: "soru token'ları →", axis_answer: "cevap token'ları ↓", weight: "ağırlık",
-    cell_text: (i, a, j, q, w) => `cevap #${i} «${a}» ← soru #${j} «${q}»: ağırlık ${w}`,
+    axis_source: "kodlayıcının okuduğu token'lar →",
+    cell_text: (i, a, j, q, w, where) => `cevap #${i} «${a}» ← ${where ?? "soru"} #${j} «${q}»: ağırlık ${w}`,
     attention_kind: "Dikkat", kind_cross: "çapraz dikkat (soru → cevap)",
     kind_self: "öz-dikkat (cevap → önceki cevap token'ları)",
     self_attention_hint: "Öz-dikkat (self-attention): her satır bir cevap token'ı, her sütun kod çözücünün o adımda " +
@@ -67,7 +92,7 @@ const I18N = {
     done_status: (n, s, tps) => `${n} token, ${s} sn (saniyede ${tps} token)`,
     used: "Kullanılan ayarlar",
     token_tip: (i, id, p) => `cevap token'ı #${i}, id ${id}, olasılık ${p}`,
-    src_tip: (j, id) => `soru token'ı #${j}` + (id === undefined ? "" : `, id ${id}`),
+    src_tip: (j, id, where) => `${where ?? "soru"} token'ı #${j}` + (id === undefined ? "" : `, id ${id}`),
     params: (n) => `${n} parametre`,
     no_log: (p) => `Eğitim kaydı yok (${p}); eğitim başlayınca eğriler burada çizilir.`,
     log_status: (n, p, t) => `${n} kayıt, ${p} — her 5 saniyede yenilenir (son: ${t}).`,
@@ -107,11 +132,13 @@ const I18N = {
       d_ff: "İleri besleme genişliği", ffn: "İleri besleme türü", norm: "Normalizasyon", pos: "Konum bilgisi",
       dropout: "Dropout oranı", attention_dropout: "Dikkat dropout'u", ffn_dropout: "İleri besleme dropout'u",
       drop_path: "Stokastik derinlik (drop path)", layer_scale: "LayerScale başlangıç değeri",
-      max_len: "En uzun dizi (konum)", max_src_len: "En uzun soru (token)", pad_id: "Dolgu token'ının id'si",
+      max_len: "En uzun dizi (konum)", max_src_len: "En uzun kodlayıcı girdisi (token)",
+      pad_id: "Dolgu token'ının id'si",
       bos_id: "Başlangıç token'ının id'si", eos_id: "Bitiş token'ının id'si",
       tie_embeddings: "Girdi ve çıktı gömmeleri ortak", bias: "Doğrusal katmanlarda sapma (bias)",
       norm_eps: "Normalizasyon epsilonu", init_std: "Başlangıç standart sapması",
-      fused: "Birleşik (fused) PyTorch çekirdekleri", checkpoint: "Kontrol noktası",
+      fused: "Birleşik (fused) PyTorch çekirdekleri", copy: "Kaynaktan kopyalama (pointer-generator)",
+      checkpoint: "Kontrol noktası",
     },
     config_values: { sinusoidal: "sinüzoidal" },
     tip_strategy: "Açgözlü: her adımda en olası token. Örnekleme: olasılığa göre rastgele. Işın: en iyi k diziyi birlikte izler.",
@@ -143,6 +170,26 @@ const I18N = {
     value_null: "none", value_true: "yes", value_false: "no",
     ask_button: "Ask",
     answer_title: "Answer", answer_empty: "No question asked yet.",
+    sources_title: "Sources",
+    sources_hint: (n) => `Before answering, the model read ${n === 1 ? "this passage" : `these ${n} passages`} ` +
+      "after the question, in this order; the encoder input and the heatmap mark each with the same number and colour.",
+    sources_none: "No passage matched the question: the model read the question alone.",
+    why_reference: "named in the question",
+    why_bm25: (score) => `BM25 score ${score}`,
+    source_tokens: (n) => `${n} tokens read`,
+    show_all: (n) => `show all (${n} characters)`, show_less: "show less",
+    label_article: (n, heading) => `Constitution art. ${n} — ${heading}`,
+    label_pair: (n, heading) => `training pair ${n} — ${heading}`,
+    short_article: (n) => `art. ${n}`, short_pair: (n) => `pair ${n}`, repealed: "repealed",
+    seg_question: "question", seg_passage: (k) => `passage ${k}`,
+    src_title_rag: "What the encoder read: the question, then the passages",
+    src_hint_rag: "The question and each passage end with an <eos>; the coloured edge and label on the left say " +
+      "which part each token comes from (numbered as under Sources). Each colour is one token, the number under " +
+      "it its id.",
+    retrieval_on: (a, p, nl, na) => `Retrieval: each question is followed by up to ${a} Constitution passage(s) and ` +
+      `${p} training answer(s) (an article the question names first, then BM25), from ${nl} article passages and ` +
+      `${na} training answers.`,
+    retrieval_off: "No retrieval: the model reads the question alone.",
     src_title: "The question, as the model reads it",
     src_hint: "The tokenizer (BPE) cuts the question into these pieces; each colour is one token, the number under " +
       "it its id in the vocabulary.",
@@ -156,11 +203,15 @@ const I18N = {
     attention_title: "Where did it look?",
     attention_hint: "Cross-attention: each row is an answer token, each column a question token; a dark cell means " +
       "the model looked hard at that part of the question while producing that answer token.",
+    attention_hint_rag: "Cross-attention: each row is an answer token, each column a token the encoder read: the " +
+      "question, then the passages (vertical lines part them, the coloured band on top says which passage); a dark " +
+      "cell means the model looked hard there while producing that answer token.",
     heatmap_marks: "· = a space. Hover over (or tap) a cell: the answer token, the question token and the weight " +
       "appear below.",
     layer: "Layer", head: "Head", mean_heads: "mean over heads", mean_layers: "mean over layers",
     axis_question: "question tokens →", axis_answer: "answer tokens ↓", weight: "weight",
-    cell_text: (i, a, j, q, w) => `answer #${i} «${a}» ← question #${j} «${q}»: weight ${w}`,
+    axis_source: "tokens the encoder read →",
+    cell_text: (i, a, j, q, w, where) => `answer #${i} «${a}» ← ${where ?? "question"} #${j} «${q}»: weight ${w}`,
     attention_kind: "Attention", kind_cross: "cross-attention (question → answer)",
     kind_self: "self-attention (answer → earlier answer tokens)",
     self_attention_hint: "Self-attention: each row is an answer token, each column an earlier token the decoder " +
@@ -183,7 +234,7 @@ const I18N = {
     done_status: (n, s, tps) => `${n} tokens, ${s} s (${tps} tokens/s)`,
     used: "Settings used",
     token_tip: (i, id, p) => `answer token #${i}, id ${id}, probability ${p}`,
-    src_tip: (j, id) => `question token #${j}` + (id === undefined ? "" : `, id ${id}`),
+    src_tip: (j, id, where) => `${where ?? "question"} token #${j}` + (id === undefined ? "" : `, id ${id}`),
     params: (n) => `${n} parameters`,
     no_log: (p) => `No training log (${p}); the curves appear here once training writes it.`,
     log_status: (n, p, t) => `${n} records, ${p} — refreshed every 5 seconds (last: ${t}).`,
@@ -221,11 +272,12 @@ const I18N = {
       d_ff: "Feed-forward width", ffn: "Feed-forward kind", norm: "Normalisation", pos: "Positions",
       dropout: "Dropout", attention_dropout: "Attention dropout", ffn_dropout: "Feed-forward dropout",
       drop_path: "Stochastic depth (drop path)", layer_scale: "LayerScale initial value",
-      max_len: "Longest sequence (positions)", max_src_len: "Longest question (tokens)", pad_id: "Padding token id",
+      max_len: "Longest sequence (positions)", max_src_len: "Longest encoder input (tokens)",
+      pad_id: "Padding token id",
       bos_id: "Start token id", eos_id: "End token id",
       tie_embeddings: "Input and output embeddings tied", bias: "Biases in linear layers",
       norm_eps: "Norm epsilon", init_std: "Initial standard deviation",
-      fused: "Fused PyTorch kernels", checkpoint: "Checkpoint",
+      fused: "Fused PyTorch kernels", copy: "Copying from the source (pointer-generator)", checkpoint: "Checkpoint",
     },
     config_values: { sinusoidal: "sinusoidal" },
     tip_strategy: "Greedy: the most likely token each step. Sampling: random by probability. Beam: follows the k best sequences.",
@@ -250,6 +302,7 @@ const PAGE_PARAMS = ["q", "lang"];
 const state = {
   lang: "tr", info: null, answer: null, metrics: null, metricsVersion: undefined,
   step: 0,            // the answer token whose candidates the step view shows (a click on a chip picks it)
+  openSources: new Set(),  // the sources whose whole text is shown (by their place in the list)
   urlOnly: {},        // settings from the URL the page has no control for: still sent, so none is dropped
   message: null,      // () => lines of the current problem, in the current language (redrawn on a switch)
 };
@@ -564,6 +617,7 @@ async function ask(event) {
     if (!response.ok) throw { say: () => explainServerError(response.status, body.error) };
     state.answer = body;
     state.step = 0;
+    state.openSources = new Set();
     renderAnswer(body);
     buildHeatmapSelectors(body);
     drawHeatmap();
@@ -592,6 +646,132 @@ const showTok = (s) => s.replace(/ /g, "·");
 const showProb = (p) => (p === null || p === undefined ? "–"
   : p >= 0.01 ? num(p, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : sci(p, 0));
 
+// ---------------------------------------------------------------------------------------------------------------
+// Retrieval: a model trained with it reads `question <eos> passage 1 <eos> passage 2 <eos> ...`. /api/generate's
+// sources name each passage (id, article or pair, heading, score, how) with the span [start, end) of its tokens in
+// src_ids, its <eos> included. The segments are the question, then the passages: segment k >= 1 is sources[k - 1],
+// with one number and one colour in the sources list, the encoder-input chips and the heatmap.
+// ---------------------------------------------------------------------------------------------------------------
+
+const SEGMENT_COLORS = ["#1f5fbf", "#e8590c", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285"];
+const segColor = (k) => (k === 0 ? "#5d6677" : SEGMENT_COLORS[(k - 1) % SEGMENT_COLORS.length]);
+const segName = (k) => (k === 0 ? t("seg_question") : t("seg_passage", k));
+const given = (v) => v !== null && v !== undefined;
+
+// [{start, end, source}]: the question (source null), then each passage. One segment, the whole input, when
+// there are no sources or their spans do not tile src_tokens exactly (then nothing is marked rather than
+// something marked wrong).
+function segmentsOf(body) {
+  const S = (body.src_tokens || []).length;
+  const sources = Array.isArray(body.sources) ? body.sources : [];
+  const segs = [{ start: 0, end: sources.length ? sources[0].start : S, source: null }];
+  for (const s of sources) segs.push({ start: s.start, end: s.end, source: s });
+  const tiles = segs.every((g, k) => Number.isInteger(g.start) && Number.isInteger(g.end) && g.start < g.end &&
+    g.start === (k === 0 ? 0 : segs[k - 1].end)) && segs[segs.length - 1].end === S;
+  return tiles ? segs : [{ start: 0, end: S, source: null }];
+}
+
+// Where a passage came from, in the page's language (the heading is the data's own Turkish): in Turkish exactly
+// minillm.corpus.Passage.label(), "Anayasa md. 2 — Cumhuriyetin nitelikleri", "eğitim çifti 17 — <question>".
+function sourceLabel(s) {
+  const heading = s.heading === "mülga" ? t("repealed") : s.heading;
+  if (given(s.article)) return t("label_article", s.article, heading);
+  if (given(s.pair)) return t("label_pair", s.pair, heading);
+  return s.label ?? s.id;
+}
+
+const sourceShort = (s) => (given(s.article) ? t("short_article", s.article)
+  : given(s.pair) ? t("short_pair", s.pair) : s.id);
+
+// Why the retriever chose it: the question names the article, or BM25 scored it (one decimal, as the page writes
+// numbers: 7,8 in Turkish).
+const sourceWhy = (s) => (s.how === "reference" ? t("why_reference")
+  : t("why_bm25", given(s.score) ? num(s.score, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) : "–"));
+
+// A segment's label before its chips and on the heatmap's band: "soru", "1. pasaj · md. 13".
+const segMark = (k, source) => (k === 0 ? segName(0) : `${segName(k)} · ${sourceShort(source)}`);
+
+const SOURCE_PREVIEW = 240;  // characters of a passage shown until "show all" is pressed
+
+// The "Sources" list under the answer. Hidden for a model that does not retrieve (no sources in the reply, or
+// /api/info says so); a retrieving model that found nothing says so.
+function renderSources(body) {
+  const box = $("sources-box");
+  const list = $("sources");
+  clear(list);
+  const sources = Array.isArray(body.sources) ? body.sources : null;
+  const retrieves = Boolean(state.info && state.info.retrieval);
+  box.hidden = sources === null || (sources.length === 0 && !retrieves);
+  if (sources === null) return;
+  $("sources-note").textContent = sources.length ? t("sources_hint", sources.length) : t("sources_none");
+  sources.forEach((s, n) => {
+    const k = n + 1;
+    const item = htmlEl("li", "source", undefined, list);
+    item.dataset.id = s.id;
+    item.style.borderLeftColor = segColor(k);
+    const head = htmlEl("div", "source-head", undefined, item);
+    htmlEl("span", "seg-badge", String(k), head).style.background = segColor(k);
+    htmlEl("span", "source-label", sourceLabel(s), head);
+    htmlEl("span", "source-why", sourceWhy(s), head);
+    if (Number.isInteger(s.start) && Number.isInteger(s.end)) {
+      htmlEl("span", "source-read", t("source_tokens", num(s.end - s.start - 1)), head);  // its <eos> not counted
+    }
+    renderSourceText(item, s, n);
+  });
+}
+
+// A passage's text: the first SOURCE_PREVIEW characters, and a button that shows the rest (and hides it again).
+function renderSourceText(item, s, n) {
+  const text = htmlEl("p", "source-text", undefined, item);
+  const long = s.text.length > SOURCE_PREVIEW;
+  const open = !long || state.openSources.has(n);
+  text.textContent = open ? s.text : `${s.text.slice(0, SOURCE_PREVIEW).trimEnd()}…`;
+  if (!long) return;
+  const more = htmlEl("button", "source-more", open ? t("show_less") : t("show_all", num(s.text.length)), item);
+  more.type = "button";
+  more.setAttribute("aria-expanded", String(open));
+  more.addEventListener("click", () => {
+    if (state.openSources.has(n)) state.openSources.delete(n);
+    else state.openSources.add(n);
+    renderSources(state.answer);
+  });
+}
+
+// The encoder input as chips, one per token, coloured in turn so the BPE cuts show. A retrieving model's input
+// is cut into its segments: one row each, with a coloured edge and a label (the sources list's number).
+function renderSourceTokens(body) {
+  const srcIds = body.src_ids;
+  const srcTokens = body.src_tokens || [];
+  const segs = segmentsOf(body);
+  const marked = segs.length > 1;
+  const title = $("src-title");
+  title.dataset.i18n = marked ? "src_title_rag" : "src_title";
+  title.textContent = t(title.dataset.i18n);
+  $("src-hint").textContent = t(marked ? "src_hint_rag" : srcIds ? "src_hint" : "src_hint_no_ids");
+  const src = $("src-tokens");
+  clear(src);
+  segs.forEach((seg, k) => {
+    const row = marked ? htmlEl("div", "segment", undefined, src) : src;
+    const where = k === 0 ? undefined : `${segName(k)} (${sourceLabel(seg.source)})`;
+    if (marked) {
+      row.dataset.seg = String(k);
+      row.style.borderLeftColor = segColor(k);
+      const mark = htmlEl("span", "seg-mark", segMark(k, seg.source), row);
+      mark.style.background = segColor(k);
+      mark.title = k === 0 ? segName(0) : `${where}: ${sourceWhy(seg.source)}`;
+    }
+    for (let j = seg.start; j < seg.end; j++) {
+      const tok = srcTokens[j];
+      const special = /^<[a-z]+>$/.test(tok);
+      const chip = htmlEl("span", `tok src c${j % 6}${special ? " special" : ""}`, undefined, row);
+      chip.dataset.seg = String(k);
+      chip.title = t("src_tip", j, srcIds ? srcIds[j] : undefined, where);
+      htmlEl("span", "t", showTok(tok), chip);
+      if (srcIds) htmlEl("span", "id", String(srcIds[j]), chip);
+    }
+  });
+}
+
 function renderAnswer(body) {
   const answer = $("answer");
   answer.dataset.state = "done";
@@ -600,19 +780,10 @@ function renderAnswer(body) {
     num(body.elapsed_s, { maximumSignificantDigits: 3 }),
     body.tokens_per_s === null ? "–" : num(body.tokens_per_s, { maximumFractionDigits: 1 }));
 
-  // The question as the encoder reads it: one chip per BPE token, coloured in turn so the cuts show.
-  // /api/generate sends the tokens' strings; their ids only if it sends src_ids.
-  const srcIds = body.src_ids;
-  $("src-hint").textContent = t(srcIds ? "src_hint" : "src_hint_no_ids");
-  const src = $("src-tokens");
-  clear(src);
-  (body.src_tokens || []).forEach((tok, j) => {
-    const special = /^<[a-z]+>$/.test(tok);
-    const chip = htmlEl("span", `tok src c${j % 6}${special ? " special" : ""}`, undefined, src);
-    chip.title = t("src_tip", j, srcIds ? srcIds[j] : undefined);
-    htmlEl("span", "t", showTok(tok), chip);
-    if (srcIds) htmlEl("span", "id", String(srcIds[j]), chip);
-  });
+  // The passages the model read, then the question and the passages as the encoder reads them: /api/generate
+  // sends the tokens' strings; their ids only if it sends src_ids.
+  renderSources(body);
+  renderSourceTokens(body);
 
   // One chip per generated token: its string, its id, its probability as a number, a colour and a bar.
   const tokens = $("tokens");
@@ -759,7 +930,10 @@ function drawHeatScale() {
 }
 
 // Geometry: a label for every row and every column, so each cell can be named. Rows are at least 13 px (11 px
-// text); a long answer scrolls inside #heatmap-wrap under a header (the question's tokens) that stays in view.
+// text); a long answer scrolls inside #heatmap-wrap under a header (the question's tokens) that stays in view. A
+// retrieving model's columns are the question and then each passage (S can be a few hundred): a band over each
+// segment's columns names it, a line down the grid marks where each passage starts, and the grid scrolls sideways
+// inside #heatmap-wrap rather than widening the page.
 function drawHeatmap() {
   const head = $("heatmap-head");
   const svg = $("heatmap");
@@ -767,8 +941,10 @@ function drawHeatmap() {
   clear(svg);
   $("heatmap-readout").textContent = "";
   const self = $("attention-kind").value === "self";
-  $("attention-hint").textContent = t(self ? "self_attention_hint" : "attention_hint");
   const body = state.answer;
+  const segs = body && !self ? segmentsOf(body) : [];
+  $("attention-hint").textContent = t(self ? "self_attention_hint" : segs.length > 1 ? "attention_hint_rag"
+    : "attention_hint");
   const att = body && (self ? body.self_attention : body.cross_attention);
   if (!att || att.length === 0) {
     for (const el of [head, svg]) { el.setAttribute("width", 0); el.setAttribute("height", 0); }
@@ -782,21 +958,27 @@ function drawHeatmap() {
   const m = attentionMatrix(att, $("layer-select").value, $("head-select").value);
   const T = m.length;
   const S = T > 0 ? m[0].length : 0;
+  // The segments are marked only where they cover the heatmap's columns exactly.
+  const marked = segs.length > 1 && segs[segs.length - 1].end === S;
+  const colSeg = new Array(S).fill(0);               // column -> its segment: 0 the question, k passage k
+  if (marked) segs.forEach((seg, k) => colSeg.fill(k, seg.start, seg.end));
+  const where = segs.map((seg, k) => (marked && k > 0 ? `${segName(k)} (${sourceShort(seg.source)})` : undefined));
   const tgtFull = body.tgt_tokens || [];
-  // The columns: the question's tokens, or (self-attention) what the decoder read: <bos>, then the answer so far.
+  // The columns: the encoder's input, or (self-attention) what the decoder read: <bos>, then the answer so far.
   const srcFull = self ? ["<bos>"].concat(tgtFull.slice(0, Math.max(T - 1, 0))) : body.src_tokens || [];
-  const colTip = (j) => (!self ? t("src_tip", j, body.src_ids ? body.src_ids[j] : undefined)
+  const colTip = (j) => (!self ? t("src_tip", j, body.src_ids ? body.src_ids[j] : undefined, where[colSeg[j]])
     : j === 0 ? t("bos_tip") : t("earlier_tip", j, body.ids[j - 1]));
   const cellText = (i, j) => t(self ? "self_cell_text" : "cell_text", i, showTok(tgtFull[i] ?? ""), j,
-    showTok(srcFull[j] ?? ""), weight(m[i][j]));
+    showTok(srcFull[j] ?? ""), weight(m[i][j]), where[colSeg[j]]);
   const srcTok = srcFull.map(shortTok);
   const tgtTok = tgtFull.map(shortTok);
   const longest = (arr) => arr.reduce((a, s) => Math.max(a, s.length), 1);
   const weight = (w) => num(w, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
   const charW = 6.8;
+  const band = marked ? 18 : 0;                      // the segments' band, under the column labels
   const left = Math.max(16 + charW * longest(tgtTok), 40);
-  const top = 22 + 0.87 * charW * longest(srcTok);  // labels turned 60 degrees: their height is 0.87 x length
+  const top = 22 + 0.87 * charW * longest(srcTok) + band;  // labels turned 60 degrees: 0.87 x their length high
   const avail = Math.max(($("heatmap-wrap").clientWidth || 900) - left - 12, 120);
   const fit = (space, n, low) => Math.max(low, Math.min(28, Math.floor(space / Math.max(n, 1))));
   const cw = fit(avail, S, 13);
@@ -808,17 +990,18 @@ function drawHeatmap() {
   svg.setAttribute("height", T * ch + 4);
 
   // The axis titles share the first line: "answer tokens ↓" over the row labels, "question tokens →" after it.
+  const axis = self ? "axis_earlier" : marked ? "axis_source" : "axis_question";
   svgText(head, 2, 12, t("axis_answer"), { class: "legend" });
-  svgText(head, Math.max(left, 2 + 6 * t("axis_answer").length + 14), 12, t(self ? "axis_earlier" : "axis_question"),
-    { class: "legend" });
+  svgText(head, Math.max(left, 2 + 6 * t("axis_answer").length + 14), 12, t(axis), { class: "legend" });
   // Each label sits in a group with its tooltip (a <title> inside the <text> would join the label's own text).
+  const labelY = top - band - 4;
   const srcLabels = srcTok.slice(0, S).map((tok, j) => {
     const x = left + j * cw + cw / 2 + 3;
     const group = svgEl("g", {}, head);
     svgEl("title", {}, group).textContent = colTip(j);
-    return svgText(group, x, top - 4, tok, { transform: `rotate(-60 ${x} ${top - 4})`, class: "src-label" });
+    return svgText(group, x, labelY, tok, { transform: `rotate(-60 ${x} ${labelY})`, class: "src-label" });
   });
-  while (srcLabels.length < S) srcLabels.push(svgText(head, left + srcLabels.length * cw, top - 4, "?"));
+  while (srcLabels.length < S) srcLabels.push(svgText(head, left + srcLabels.length * cw, labelY, "?"));
   const tgtLabels = [];
   for (let i = 0; i < T; i++) {
     const group = svgEl("g", {}, svg);
@@ -834,12 +1017,14 @@ function drawHeatmap() {
         class: "cell", x: left + j * cw, y: i * ch, width: cw - 1, height: ch - 1, fill: heatShade(m[i][j]),
         "data-i": i, "data-j": j,
       }, grid);
-      // The hover text names the answer token, the question token and the weight.
+      // The hover text names the answer token, the column's token (and its passage) and the weight.
       svgEl("title", {}, rect).textContent = cellText(i, j);
     }
   }
+  const bandNames = marked ? drawSegments(head, svg, segs, { left, cw, top, band, height: T * ch }) : [];
 
-  // Hover or tap: the cell's row and column labels light up and the readout below says what the cell is.
+  // Hover or tap: the cell's row and column labels (and its passage's band) light up, and the readout below says
+  // what the cell is.
   let lit = [];
   const show = (event) => {
     const cell = event.target.closest("rect.cell");
@@ -847,13 +1032,37 @@ function drawHeatmap() {
     for (const el of lit) el.classList.remove("lit");
     const i = Number(cell.dataset.i);
     const j = Number(cell.dataset.j);
-    lit = [tgtLabels[i], srcLabels[j]];
+    lit = [tgtLabels[i], srcLabels[j], bandNames[colSeg[j]]].filter(Boolean);
     for (const el of lit) el.classList.add("lit");
     $("heatmap-readout").textContent = cellText(i, j);
   };
   grid.addEventListener("pointerover", show);
   grid.addEventListener("click", show);
 }
+
+// The segments on the heatmap: a band over each one's columns in the header (its number, colour and source; the
+// whole label as its tooltip) and a line down the grid where each passage starts, which lets the pointer through
+// to the cells. g: the heatmap's geometry. Returns the bands' texts, in segment order.
+function drawSegments(head, svg, segs, g) {
+  return segs.map((seg, k) => {
+    const x = g.left + seg.start * g.cw;
+    const width = (seg.end - seg.start) * g.cw - 1;
+    const group = svgEl("g", { class: "seg-band", "data-seg": k }, head);
+    svgEl("title", {}, group).textContent = k === 0 ? segName(0)
+      : `${segName(k)}: ${sourceLabel(seg.source)} (${sourceWhy(seg.source)})`;
+    svgEl("rect", { x, y: g.top - g.band + 2, width, height: g.band - 5, fill: segColor(k), "fill-opacity": 0.16,
+      stroke: segColor(k) }, group);
+    if (k > 0) {
+      svgEl("line", { class: "seg-line", x1: x - 0.5, x2: x - 0.5, y1: 0, y2: g.height, stroke: segColor(k),
+        "stroke-width": 2, "pointer-events": "none" }, svg);
+    }
+    const names = [segMark(k, seg.source), segName(k), k === 0 ? "" : String(k)];
+    return svgText(group, x + 3, g.top - 6, fitText(names, width - 6), { class: "seg-name" });
+  });
+}
+
+// The first of `texts` that fits in `width` pixels of 10 px type, or the last (the shortest) if none does.
+const fitText = (texts, width) => texts.find((s) => s.length * 6 <= width) ?? texts[texts.length - 1];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Line charts for the training log, drawn as inline SVG
@@ -1017,6 +1226,11 @@ function showConfigValue(key, value) {
 
 function renderInfo(info) {
   $("param-count").textContent = t("params", num(info.num_params));
+  // Whether the model reads passages after the question, how many, and from how large a corpus (/api/info's
+  // retrieval: null for a model without; absent from a server that predates retrieval).
+  const r = info.retrieval;
+  $("retrieval-info").textContent = r ? t("retrieval_on", num(r.articles), num(r.pairs), num(r.article_passages),
+    num(r.training_answers)) : r === null ? t("retrieval_off") : "";
   const table = $("config-table");
   clear(table);
   const rows = Object.entries(info.model_config).concat([["checkpoint", info.checkpoint]]);
