@@ -14,17 +14,21 @@ $(STAMP): requirements.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# -rs: the summary names every skipped test and why (the browser tests need Chromium: see the README).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 # The small preset on the shipped sample, on the CPU, offline. Each run gets its own directory (train.py
-# refuses to overwrite a run); --time-budget caps the wall time on a slow or busy machine.
+# refuses to overwrite a run); --time-budget caps the wall time on a slow or busy machine. When it has trained,
+# runs/latest points at it: `python generate.py "soru"` and the README's examples read that name.
 # PyTorch uses every core by default. On a machine whose cores are busy with other work, two OpenMP threads
 # wait on each other and a single thread is much faster: make train TRAIN_FLAGS="--threads 1".
 RUN ?= runs/small-$(shell date +%Y%m%d-%H%M%S)
+override RUN := $(RUN)
 TRAIN_FLAGS ?=
 train: $(STAMP)
 	$(PY) train.py --config small --device cpu --data data/sample.json --out $(RUN) --time-budget 5 $(TRAIN_FLAGS)
+	ln -sfn $(if $(filter runs/%,$(RUN)),$(patsubst runs/%,%,$(RUN)),$(abspath $(RUN))) runs/latest
 
 # Each benchmark prints its figures and the ratio to a peer measured in the same run.
 bench: $(STAMP)

@@ -1,14 +1,14 @@
 """Answer questions with a trained minillm checkpoint (or serve the web page for it).
 
-    python generate.py --checkpoint runs/small "Kira sözleşmesi nasıl feshedilir?"
-    python generate.py --checkpoint runs/small "soru 1" "soru 2"          # one answer per line, in order
-    python generate.py --checkpoint runs/small --input questions.txt      # one question per line
-    cat questions.txt | python generate.py --checkpoint runs/small        # questions from stdin
-    python generate.py --checkpoint runs/small                            # interactive prompt (in a terminal)
-    python generate.py --checkpoint runs/small --strategy beam --beams 4 "soru"
-    python generate.py --checkpoint runs/small --strategy sample --temperature 0.8 --top-p 0.9 --seed 1 "soru"
-    python generate.py --checkpoint runs/small --serve [--host 127.0.0.1] [--port 8000]
-    python generate.py --checkpoint runs/small --no-retrieval "soru"     # without the passages, to compare
+    python generate.py "Kira sözleşmesi nasıl feshedilir?"              # the run `make train` made: runs/latest
+    python generate.py --checkpoint runs/x "soru 1" "soru 2"           # one answer per line, in order
+    python generate.py --input questions.txt                            # one question per line
+    cat questions.txt | python generate.py                              # questions from stdin
+    python generate.py                                                  # interactive prompt (in a terminal)
+    python generate.py --strategy beam --beams 4 "soru"
+    python generate.py --strategy sample --temperature 0.8 --top-p 0.9 --seed 1 "soru"
+    python generate.py --serve [--host 127.0.0.1] [--port 8000]
+    python generate.py --no-retrieval "soru"                            # without the passages, to compare
 
 A model trained with retrieval reads passages of the law (and of training answers) after the question; each
 answer is followed by the passages it was given, one "  Kaynak: ..." line each (--no-sources leaves them out).
@@ -27,12 +27,16 @@ in any case) ends with exit status 0; Ctrl-C at the prompt ends with 130, the sh
 import argparse
 import sys
 import unicodedata
+from pathlib import Path
 
-from minillm.checkpoint import CheckpointError, load
-from minillm.generation import SETTINGS, GenerationConfig, generate, stream
-from minillm.machinery.cli import OneLineParser, one_line
-from minillm.machinery.device import DEVICES, resolve_device
+from minillm.machinery.cli import INTERRUPTED, OneLineParser, QuietInterrupts, fail, one_line
 
+with QuietInterrupts("generate.py"):       # Ctrl-C while torch loads: one line, not a traceback
+    from minillm.checkpoint import MODEL_FILE, CheckpointError, load, state_files
+    from minillm.generation import SETTINGS, GenerationConfig, generate, stream
+    from minillm.machinery.device import DEVICES, resolve_device
+
+PROG = "generate.py"
 DEFAULTS = GenerationConfig()
 # flag -> GenerationConfig field; type, choices, range and help come from SETTINGS, defaults from GenerationConfig.
 FLAGS = {
@@ -43,13 +47,17 @@ FLAGS = {
 TYPES = {"choice": str, "int": int, "number": float}
 # Typed alone at the prompt, these end the session instead of going to the model ("cikis": a keyboard without ç, ı).
 QUIT_WORDS = {"quit", "exit", "q", ":q", "çık", "çıkış", "cik", "cikis"}
+# The prompt speaks Turkish, as the model does; the strategies by the names the page gives them.
+STRATEGY_NAMES = {"greedy": "açgözlü", "sample": "örnekleme", "beam": "ışın araması"}
+LATEST = "runs/latest"   # `make train` points it at the run it made
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="generate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("questions", nargs="*", help="questions to answer (none: --input, stdin or a prompt)")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="checkpoint directory written by train.py or minillm.checkpoint.save_model (or a .pt file)")
+    p.add_argument("--checkpoint", default=LATEST, metavar="DIR",
+                   help=f"checkpoint directory written by train.py or minillm.checkpoint.save_model (or a .pt file; "
+                        f"default: {LATEST}, the run `make train` made last)")
     p.add_argument("--input", metavar="FILE", help="read questions from FILE, one per line (blank lines skipped)")
     for flag, name in FLAGS.items():
         setting = SETTINGS[name]
@@ -122,14 +130,32 @@ def print_sources(answer, model, show_sources: bool) -> None:
         print("\n".join(source_lines(answer) or ["  Kaynak: yok (soruyla eşleşen bir pasaj bulunamadı)"]), flush=True)
 
 
+def checkpoint_problem(path: str) -> str | None:
+    """What is wrong with --checkpoint before anything is read, said once; None when it looks like a checkpoint."""
+    target = Path(path)
+    if not target.exists():
+        hint = " (`make train` makes it; or pass --checkpoint DIR)" if path == LATEST else ""
+        return f"no such run directory: {path}{hint}"
+    if target.is_dir() and not (target / MODEL_FILE).is_file() and not state_files(target):
+        return (f"{path} holds no {MODEL_FILE} or state-*.pt: not a run directory (or its run stopped before "
+                f"its first save)")
+    return None
+
+
+def banner(model, config: GenerationConfig) -> str:
+    """The prompt's first line, in Turkish (decimal comma included)."""
+    size = f"{model.num_params() / 1e6:.1f}".replace(".", ",")
+    return (f"minillm ({size} milyon parametre, {STRATEGY_NAMES[config.strategy]} kod çözme). Bir soru yazın; "
+            f"Ctrl-C yanıtı keser; çıkmak için çıkış yazın ya da Ctrl-D'ye basın.")
+
+
 def interactive(model, tokenizer, config: GenerationConfig, show_sources: bool = True) -> int:
     """Ask, answer, until Ctrl-D or a quit word (exit status 0) or Ctrl-C at the prompt (130)."""
     try:
         import readline  # noqa: F401  (importing it is what gives input() line editing and history)
     except ImportError:  # Windows: input() still works, without editing
         pass
-    print(f"minillm ({model.num_params() / 1e6:.1f} M parameters, {config.strategy}). Bir soru yazın; Ctrl-C "
-          "yanıtı keser; çıkmak için çıkış, quit ya da Ctrl-D.", file=sys.stderr)
+    print(banner(model, config), file=sys.stderr)
     while True:
         try:
             question = ask("soru> ").strip()
@@ -138,7 +164,7 @@ def interactive(model, tokenizer, config: GenerationConfig, show_sources: bool =
             return 0
         except KeyboardInterrupt:                     # Ctrl-C at the prompt
             print(file=sys.stderr)
-            return 130
+            return INTERRUPTED
         if is_quit_word(question):
             return 0
         if not question:
@@ -168,6 +194,9 @@ def main(argv=None) -> int:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in [0, 65535], got {args.port}")
 
+    problem = checkpoint_problem(args.checkpoint)
+    if problem:
+        return fail(PROG, problem)
     if args.serve:
         if args.questions or args.input:
             parser.error("--serve takes no questions (ask them on the page)")
@@ -175,18 +204,18 @@ def main(argv=None) -> int:
         try:
             web.serve(args.checkpoint, host=args.host, port=args.port, device=device)
         except (OSError, CheckpointError, ValueError, KeyError, TypeError) as e:
-            print(f"generate.py: error: {one_line(e)}", file=sys.stderr)
-            return 1
+            return fail(PROG, e)
         return 0
 
     try:
         model, tokenizer = load(args.checkpoint, device=device, retrieval=not args.no_retrieval)
     except (OSError, CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
         # RuntimeError: load_state_dict's "size mismatch" / "missing keys", i.e. an incompatible checkpoint,
-        # whose message runs over many lines; its first two say what is wrong. One line, no traceback.
-        print(f"generate.py: error: cannot load checkpoint {args.checkpoint}: {one_line(e, max_lines=2)}",
-              file=sys.stderr)
-        return 1
+        # whose message runs over many lines; its first two say what is wrong. One line, no traceback; the
+        # path is named once (most messages start with the file they are about).
+        message = one_line(e, max_lines=2)
+        return fail(PROG, message if args.checkpoint in message else f"cannot load checkpoint {args.checkpoint}: "
+                                                                      f"{message}")
 
     questions = read_questions(args, parser)
     try:
@@ -197,10 +226,9 @@ def main(argv=None) -> int:
             return 0
         return interactive(model, tokenizer, config, not args.no_sources)
     except (ValueError, FloatingPointError) as e:     # e.g. non-finite logits from a corrupt checkpoint
-        print(f"generate.py: error: {one_line(e)}", file=sys.stderr)
-        return 1
+        return fail(PROG, e)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -6,20 +6,24 @@
     python train.py --out runs/x --resume              # continue exactly where runs/x stopped
     torchrun --nproc_per_node=4 train.py --config base # one process per GPU (DistributedDataParallel)
 
-A mistake in a flag or a file is one line on stderr ("train.py: error: ...") and exit status 2, and leaves
-nothing behind in --out.
+The first line says what the run will do. A mistake in a flag or a file is one line on stderr ("train.py:
+error: ...") and exit status 2, and leaves nothing behind in --out; so is a run that cannot go on (it diverged,
+or a file could not be written: the line names the newest good state). Ctrl-C (or SIGTERM) finishes the step
+under way, saves it, says in one line how to resume, and exits 130; a second Ctrl-C stops at once.
 """
 import argparse
 import dataclasses
 import sys
 
-import torch
+from minillm.machinery.cli import INTERRUPTED, OneLineParser, QuietInterrupts, fail
 
-from minillm.machinery.checkpoint import CheckpointError
-from minillm.machinery.cli import OneLineParser, fail
-from minillm.machinery.run import TrainingAborted, start_run
-from minillm.machinery.rundir import resume_config
-from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
+with QuietInterrupts("train.py"):          # Ctrl-C while torch loads: one line, not a traceback
+    import torch
+
+    from minillm.machinery.checkpoint import CheckpointError
+    from minillm.machinery.run import RunInterrupted, TrainingAborted, start_run
+    from minillm.machinery.rundir import resume_config
+    from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
 
 PROG = "train.py"
 
@@ -68,23 +72,19 @@ def main(argv=None) -> int:
     flags = vars(parser.parse_args(argv))          # unknown flags and wrong types exit with one line here
     preset, resume = flags.pop("config"), flags.pop("resume")
     try:
+        notes = []                                    # said after the run's first line
         if resume:
-            cfg = resume_config(flags.get("out", TrainConfig.preset(preset).out), flags)
+            cfg = resume_config(flags.get("out", TrainConfig.preset(preset).out), flags, log=notes.append)
         else:
-            note = fit_default_warmup(preset, flags)
+            notes = [note for note in [fit_default_warmup(preset, flags)] if note]
             cfg = TrainConfig.preset(preset, **flags)
-            if note:
-                print(note, flush=True)
-        run = start_run(cfg, resume=resume)
-    except (ValueError, OSError, CheckpointError) as e:   # a flag, the data file or the run directory
-        return fail(PROG, e)
-    try:
-        run.fit()
-    except TrainingAborted as e:
-        print(file=sys.stderr)
+        start_run(cfg, resume=resume, preset=preset, notes=notes).fit()
+    except RunInterrupted as e:                        # Ctrl-C or SIGTERM: one line, the shell's code 130
+        print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except (ValueError, OSError, CheckpointError, TrainingAborted) as e:   # a flag, a file, a run that cannot go on
         return fail(PROG, e)
     finally:
-        run.close()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0

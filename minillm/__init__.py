@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "copying", "model", "losses", "metrics",
           "optim", "data", "corpus", "retrieval", "batching", "decoding", "beam", "generation", "evaluation", "training")
 MACHINERY = ("machinery.cli", "machinery.device", "machinery.datafiles", "machinery.corpusfile",
-             "machinery.checkpoint", "machinery.runlog", "machinery.rundir", "machinery.progress", "machinery.run",
-             "machinery.baselines", "machinery.download", "machinery.api", "machinery.web", "machinery.diagrams",
+             "machinery.checkpoint", "machinery.runlog", "machinery.rundir", "machinery.progress", "machinery.loop",
+             "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.reception",
+             "machinery.pagefiles", "machinery.web", "machinery.diagrams", "machinery.probes", "machinery.reading",
              "machinery.lesson", "machinery.chapters")
 ALIASES = ("checkpoint", "lesson")   # the contract's `minillm.checkpoint` (machinery.checkpoint re-exported);
 # `python -m minillm.lesson`, the stage printer of machinery.lesson

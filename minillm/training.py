@@ -44,14 +44,14 @@ class TrainConfig:
     out: str = "runs/small"            # run directory: tokenizer, log.jsonl, model.pt, state-*.pt
     val_fraction: float = 0.1          # share of pairs (by hash of the question) held out for evaluation
     vocab_size: int = 2000             # BPE vocabulary incl. 3 special tokens: 2000 suits the 78 KB sample, ~8000 a few MB
-    max_src_len: int = 320             # tokens: the question + <eos>, then the passages retrieved; never cuts the question
+    max_src_len: int = 128             # tokens: the question + <eos>, then the passages retrieved; never cuts the question
     max_tgt_len: int = 192             # tokens; longer answers are cut without <eos>
     # --- retrieval: passages the model reads after the question (minillm.corpus, minillm.retrieval)
     corpus: str = "data/anayasa.json"  # articles file the model reads (JSON list of madde/baslik/metin/mulga); "" = none
-    retrieve_articles: int = 2         # article passages per question (an article the question names comes first)
-    retrieve_pairs: int = 1            # training answers per question (found by their questions); 0 = none
-    window_words: int = 60             # words per article passage; a longer article is cut into overlapping windows
-    window_stride: int = 45            # words from one window's start to the next's (overlap: window_words - stride)
+    retrieve_articles: int = 1         # article passages per question (an article the question names comes first)
+    retrieve_pairs: int = 0            # training answers per question (found by their questions); 0 = none
+    window_words: int = 40             # words per article passage; a longer article is cut into overlapping windows
+    window_stride: int = 30            # words from one window's start to the next's (overlap: window_words - stride)
     # --- model (None = the preset's value)
     model: str = "small"               # ModelConfig preset: "small" (~8M params, CPU) or "base" (~100M, GPU)
     d_model: int | None = None         # C, residual width
@@ -109,15 +109,16 @@ class TrainConfig:
             return value
         for name, allowed in CHOICES.items():
             need(name, getattr(self, name) in allowed, f"one of {allowed}")
-        for name in ("max_steps", "batch_tokens", "grad_accum", "eval_every", "log_every", "save_every",
-                     "keep_last", "max_bad_steps"):
+        for name in ("max_steps", "batch_tokens", "eval_every", "log_every", "save_every", "keep_last",
+                     "max_bad_steps"):
             need(name, getattr(self, name) >= 1, ">= 1")
+        need("grad_accum", 1 <= self.grad_accum <= 4096, "in [1, 4096] (a step holds its micro-batches in memory)")
         need("vocab_size", self.vocab_size >= FIRST_MERGE_ID, f">= {FIRST_MERGE_ID} (256 bytes + "
              f"{FIRST_MERGE_ID - 256} special tokens, before any merge)")
         need("max_src_len", self.max_src_len >= 2, ">= 2 (a token and <eos>)")
         need("max_tgt_len", self.max_tgt_len >= 2, ">= 2 (<bos> and a token)")
-        for name in ("retrieve_articles", "retrieve_pairs"):
-            need(name, getattr(self, name) >= 0, ">= 0")
+        for name in ("retrieve_articles", "retrieve_pairs", "eval_generate", "print_samples"):
+            need(name, getattr(self, name) >= 0, ">= 0 (0 = none)")
         need("window_words", self.window_words >= 1, ">= 1")
         need("window_stride", 1 <= self.window_stride <= self.window_words,
              f"in [1, window_words = {self.window_words}] (windows must cover every word)")
@@ -129,6 +130,10 @@ class TrainConfig:
         if self.dropout is not None:
             need("dropout", 0 <= number("dropout") < 1, "in [0, 1)")
         need("threads", self.threads >= 0, ">= 0 (0 = PyTorch's default)")
+        need("seed", 0 <= self.seed < 2 ** 63, "in [0, 2**63 - 1] (as a generation seed)")
+        positions = max(self.max_src_len, self.max_tgt_len)   # the model's; a longer answer fails to decode
+        need("eval_max_new_tokens", 1 <= self.eval_max_new_tokens <= positions,
+             f"in [1, {positions}] (the model's positions: the larger of --max-src-len and --max-tgt-len)")
         for name in ("weight_decay", "grad_clip", "time_budget"):
             need(name, number(name) >= 0, ">= 0")
         need("warmup_steps", 0 <= self.warmup_steps < self.max_steps,
@@ -150,9 +155,9 @@ class TrainConfig:
 
 # train.py --config NAME: a TrainConfig preset, which names the ModelConfig preset of the same name.
 TRAIN_PRESETS = {"small": {},
-                 "base": dict(model="base", out="runs/base", vocab_size=8000, batch_tokens=16384, lr=6e-4,
-                              min_lr=6e-5, warmup_steps=500, max_steps=20000, ema_decay=0.999,
-                              eval_every=1000, save_every=1000, eval_generate=64, log_every=50)}
+                 "base": dict(model="base", out="runs/base", vocab_size=8000, max_src_len=192, retrieve_pairs=1,
+                              batch_tokens=16384, lr=6e-4, min_lr=6e-5, warmup_steps=500, max_steps=20000,
+                              ema_decay=0.999, eval_every=1000, save_every=1000, eval_generate=64, log_every=50)}
 
 
 class Trainer:

@@ -59,17 +59,19 @@ def run_train(argv, capsys, monkeypatch):
 
 
 def snapshot(root: Path) -> dict:
-    """Every path under root -> its bytes (None for a directory)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+    """Every path under root -> its bytes (None for a directory, "special" for a FIFO: reading one would wait)."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes() if p.is_file() else "special")
             for p in sorted(root.rglob("*"))}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The table. Placeholders: {tmp} is the test's directory (it also holds a valid qa.json and, for one row,
 # an existing run in {tmp}/run). `files` are written into {tmp} first: str or bytes are file contents,
-# DIR makes an empty directory, RUN copies a finished tiny run, READONLY makes a 0o500 directory.
+# DIR makes an empty directory, RUN copies a finished tiny run, READONLY makes a 0o500 directory, FIFO a named
+# pipe (a name may hold a folder: "a/b.txt").
 # ---------------------------------------------------------------------------------------------------------
-DIR, RUN, READONLY = "<dir>", "<run>", "<readonly>"
+DIR, RUN, READONLY, FIFO = "<dir>", "<run>", "<readonly>", "<fifo>"
+LONG_CSV_FIELD = "Soru,Cevap\n\"" + "x" * 140_000 + "\",y\n" + "a?,b\n" * 40   # over csv's 131,072-character limit
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 NOT_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
 
@@ -105,6 +107,11 @@ BAD_INPUT = [
     row("data-unknown-extension", ["--data={tmp}/qa.txt"], ["qa.txt", ".json"],
         {"qa.txt": '[{"Soru": "a", "Cevap": "b"}]'}),
     row("data-is-directory", ["--data={tmp}/datadir"], ["datadir", "director"], {"datadir": DIR}),
+    row("data-is-a-fifo", ["--data={tmp}/pipe.json"], ["pipe.json", "named pipe", "not a regular file"],
+        {"pipe.json": FIFO}),
+    row("data-is-dev-null", ["--data=/dev/null"], ["/dev/null", "character device", "not a regular file"]),
+    row("data-csv-field-over-the-limit", ["--data={tmp}/huge.csv"], ["huge.csv", "line 2", "field limit"],
+        {"huge.csv": LONG_CSV_FIELD}),
     row("data-empty-list", ["--data={tmp}/none.json"], ["none.json"], {"none.json": "[]"}),
     row("data-all-pairs-empty", ["--data={tmp}/blank.json"], ["blank.json"],
         {"blank.json": '[{"Soru": "", "Cevap": ""}, {"Soru": "  ", "Cevap": null}]'}),
@@ -123,9 +130,11 @@ BAD_INPUT = [
     row("retrieve-articles-negative", ["--retrieve-articles=-1"], ["--retrieve-articles"]),
     # --- the run directory
     row("out-existing-run", [], ["run", "--resume"], {"run": RUN}),
+    row("out-unfinished-run", ["--out={tmp}/half"], ["half", "not empty", "log.jsonl", "tokenizer.bpe"],
+        {"half/log.jsonl": '{"kind": "info", "step": 0}\n', "half/tokenizer.bpe": "minillm-bpe 1\n"}),
     row("out-is-a-file", ["--out={tmp}/notadir"], ["notadir"], {"notadir": "not a directory\n"}),
     row("out-in-readonly-dir", ["--out={tmp}/locked/run"], ["locked"], {"locked": READONLY}, marks=NOT_ROOT),
-    row("resume-nonexistent-dir", ["--resume", "--out={tmp}/never"], ["--resume", "never"]),
+    row("resume-nonexistent-dir", ["--resume", "--out={tmp}/never"], ["--resume", "no such run directory", "never"]),
     row("resume-empty-dir", ["--resume", "--out={tmp}/emptyrun"], ["--resume", "emptyrun"], {"emptyrun": DIR}),
     # --- device and precision
     row("device-cuda-without-cuda", ["--device=cuda"], ["--device", "cuda"], marks=NO_CUDA),
@@ -137,6 +146,7 @@ BAD_INPUT = [
     row("n-layers-zero", ["--n-layers=0"], ["--n-layers"]),
     row("max-src-len-one", ["--max-src-len=1"], ["--max-src-len"]),
     row("dropout-one", ["--dropout=1.0"], ["--dropout"]),
+    row("model-past-the-memory", ["--d-model=1000000"], ["does not fit in memory", "--d-model"]),
     # --- optimisation
     row("beta1-above-one", ["--beta1=1.5"], ["--beta1"]),
     row("beta2-negative", ["--beta2=-0.1"], ["--beta2"]),
@@ -151,15 +161,26 @@ BAD_INPUT = [
     row("weight-decay-negative", ["--weight-decay=-1"], ["--weight-decay"]),
     row("grad-clip-negative", ["--grad-clip=-1"], ["--grad-clip"]),
     row("grad-accum-zero", ["--grad-accum=0"], ["--grad-accum"]),
+    row("grad-accum-a-billion", ["--grad-accum=1000000000"], ["--grad-accum", "4096"]),
     row("label-smoothing-above-one", ["--label-smoothing=1.5"], ["--label-smoothing"]),
     row("ema-decay-one", ["--ema-decay=1.0"], ["--ema-decay"]),
     row("time-budget-negative", ["--time-budget=-1"], ["--time-budget"]),
     row("max-steps-zero", ["--max-steps=0"], ["--max-steps"]),
     row("val-fraction-one", ["--val-fraction=1.0"], ["--val-fraction"]),
     row("threads-negative", ["--threads=-1"], ["--threads"]),
+    row("seed-negative", ["--seed=-1"], ["--seed"]),
+    row("seed-2-to-the-63", [f"--seed={2 ** 63}"], ["--seed"]),
+    # --- evaluation (each once accepted, then a crash at the first evaluation or a silent no-op)
+    row("eval-max-new-tokens-zero", ["--eval-every=2", "--eval-generate=2", "--eval-max-new-tokens=0"],
+        ["--eval-max-new-tokens"]),
+    row("eval-max-new-tokens-past-the-positions", ["--max-src-len=64", "--max-tgt-len=32",
+                                                   "--eval-max-new-tokens=65"], ["--eval-max-new-tokens", "64"]),
+    row("eval-generate-negative", ["--eval-generate=-1"], ["--eval-generate"]),
+    row("print-samples-negative", ["--print-samples=-1"], ["--print-samples"]),
     # --- argparse's own checks
     row("max-steps-not-a-number", ["--max-steps=ten"], ["--max-steps", "ten"]),
     row("unknown-flag", ["--learning-rate=1e-3"], ["--learning-rate"]),
+    row("abbreviated-flag", ["--max-step=2"], ["--max-step"]),
     row("unknown-preset", ["--config=huge"], ["--config", "huge"]),
     row("unknown-decay", ["--decay=step"], ["--decay", "step"]),
 ]
@@ -182,7 +203,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, must_say, files, 
     locked = []
     for name, content in files.items():
         path = tmp_path / name
-        if content == RUN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == FIFO:
+            os.mkfifo(path)
+        elif content == RUN:
             shutil.copytree(request.getfixturevalue("finished_run"), path)
         elif content in (DIR, READONLY):
             path.mkdir()

@@ -1,6 +1,6 @@
 """generate.py against a tiny checkpoint written by save_model: every way of giving questions prints what
-minillm.generation.generate answers; bad checkpoints and bad flags end with a clear message and a non-zero exit
-code, never a traceback.
+minillm.generation.generate answers; bad checkpoints and bad flags end with one clear line and exit status 2 (as
+train.py's), never a traceback.
 
 Starting Python and torch costs seconds, so only what needs a real process runs as one (arguments, --input,
 stdin, a terminal, an exit code); the flag-by-flag checks call the script's main() in this process."""
@@ -74,11 +74,27 @@ def test_questions_from_arguments_then_file_and_from_stdin(ckpt, tmp_path):
     assert from_stdin.stdout.splitlines() == want
 
 
-def test_missing_checkpoint_is_a_clear_error_with_exit_code_1(tmp_path):
+def test_a_missing_run_directory_is_named_once_with_exit_code_2_as_train_py_does(tmp_path):
+    """It once said "cannot load checkpoint runs/nope: runs/nope: no model.pt or state-*.pt checkpoint found (...)"
+    (the path twice, never "does not exist") and exited 1 where train.py exits 2."""
     out = run("--checkpoint", tmp_path / "missing", "soru")
-    assert out.returncode == 1
-    assert "error" in out.stderr and "no model.pt" in out.stderr
-    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr == f"generate.py: error: no such run directory: {tmp_path / 'missing'}\n"
+
+
+def test_the_default_checkpoint_is_runs_latest(ckpt, tmp_path, capsys, monkeypatch):
+    """`make train` points runs/latest at the run it made; without --checkpoint that is what answers."""
+    monkeypatch.chdir(tmp_path)
+    assert SCRIPT.main(["--max-new-tokens", "6", QUESTIONS[0]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("generate.py: error: no such run directory: runs/latest") and "make train" in err
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "latest").symlink_to(ckpt)
+    assert SCRIPT.main(["--max-new-tokens", "6", QUESTIONS[0]]) == 0
+    assert capsys.readouterr().out.splitlines() == expected(ckpt, QUESTIONS[:1], max_new_tokens=6)
+    (tmp_path / "empty").mkdir()
+    assert SCRIPT.main(["--checkpoint", str(tmp_path / "empty"), QUESTIONS[0]]) == 2
+    assert "holds no model.pt or state-*.pt" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
@@ -123,13 +139,14 @@ def test_broken_or_incompatible_checkpoint_is_a_clear_error(ckpt, tmp_path, caps
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.pt").write_bytes(b"not a checkpoint")
-    assert SCRIPT.main(["--checkpoint", str(broken), "soru"]) == 1
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert SCRIPT.main(["--checkpoint", str(broken), "soru"]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable checkpoint" in err and err.count(str(broken)) == 1   # the path, named once
     # Weights of one shape under a config of another: load_state_dict refuses; the script says so in one line.
     model, tok = load(ckpt)
     model.cfg = ModelConfig(**{**model.cfg.__dict__, "d_model": 16, "d_ff": 32})
     save_model(tmp_path / "mismatch", model, tok)
-    assert SCRIPT.main(["--checkpoint", str(tmp_path / "mismatch"), "soru"]) == 1
+    assert SCRIPT.main(["--checkpoint", str(tmp_path / "mismatch"), "soru"]) == 2
     err = capsys.readouterr().err
     assert "cannot load checkpoint" in err and "size mismatch" in err and len(err.strip().splitlines()) == 1
 
@@ -139,6 +156,7 @@ def test_broken_or_incompatible_checkpoint_is_a_clear_error(ckpt, tmp_path, caps
     (["--top-p", "yarım", "soru"], "--top-p: invalid float value"),
     (["--beam-width", "3", "soru"], "unrecognized arguments"),
     (["--strategy", "nucleus", "soru"], "invalid choice"),
+    (["--max-new-token", "5", "soru"], "unrecognized arguments: --max-new-token"),   # no abbreviations
     (["--top-p", "1.5", "soru"], "--top-p must be in (0, 1]"),
 ])
 def test_bad_flags_exit_2_with_a_message(ckpt, capsys, argv, message):

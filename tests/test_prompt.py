@@ -7,6 +7,7 @@ work (skipped where readline is missing); Ctrl-C cancels a long answer and retur
 the prompt exits with 130. Each session starts Python and torch (seconds), so each test runs one or two."""
 import importlib.util
 import os
+import re
 import select
 import subprocess
 import sys
@@ -238,6 +239,16 @@ def test_line_editing_and_history(ckpt):
     at = term.read_until("soru> ", term.read_until("\u2026 " + want + "\r\n", at))
     term.type("\x04")                                           # Ctrl-D
     assert term.finish() == 0
+
+
+def test_the_banner_speaks_turkish_only(ckpt):
+    """It once read "minillm (0.1 M parameters, greedy). Bir soru yazın; ...": two languages in one line."""
+    model, _ = load(ckpt)
+    for strategy, name in (("greedy", "açgözlü"), ("sample", "örnekleme"), ("beam", "ışın araması")):
+        line = load_script().banner(model, GenerationConfig(strategy=strategy))
+        assert f"milyon parametre, {name} kod çözme)" in line and "Bir soru yazın" in line
+        assert not re.search(r"\b(parameters|greedy|sample|beam|quit)\b", line), line
+        assert re.search(r"\(\d+,\d milyon", line)                      # a Turkish decimal comma
 
 
 @needs_pty

@@ -2,6 +2,7 @@
 data parallel equivalence, and a tiny model that overfits 8 pairs."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,37 +89,25 @@ def test_schedule_drives_the_lr_and_clipping_bounds_the_gradient(tmp_path):
     assert [round(s["lr"], 8) for s in seen[:3]] == [0.001, 0.002, 0.003]  # warmup really ramps
 
 
-def test_time_budget_refits_the_run_as_the_machine_slows_down(tmp_path):
-    """A fake clock: 1 s per step up to step 30, then 3 s per step (the cores got busy). The budget is 2 min,
-    of which 5 % is kept for the final evaluation: 114 s."""
-    run = start_run(tiny_cfg(tmp_path, max_steps=1000, time_budget=2.0), log=quiet)
-    trainer = run.trainer
-    for step in range(1, 46):
-        trainer.step, run.elapsed = step, step if step <= 30 else 30 + 3 * (step - 30)
-        run.refit_to_budget()
-        if step == 30:                                  # 1 s/step so far: 84 s left fit 84 more steps
-            assert run.max_steps == 114 and trainer.schedule.total_steps == 114
-    # at step 45: 75 s spent; the window (steps 5..45) runs at 70 s / 40 steps; 39 s left fit 22 more steps
-    assert run.max_steps == 45 + 22 and trainer.schedule.total_steps == 67
-    assert trainer.schedule.lr(67) == pytest.approx(3e-4)   # min_lr is reached at the new end
-    lrs = []
-    for step in range(46, 60):                      # the machine is free again: 0.2 s per step
-        trainer.step, run.elapsed = step, 75 + 0.2 * (step - 45)
-        run.refit_to_budget()
-        lrs.append(trainer.schedule.lr(step))
-    assert run.max_steps <= 67 and lrs == sorted(lrs, reverse=True)   # never longer: the lr only falls
-    for step in range(60, 68):                      # time is left at the fitted end: the run still ends there
-        trainer.step, run.elapsed = step, 78 + 0.2 * (step - 60)
-        run.refit_to_budget()
-    assert run.max_steps == 67
-
-
-def test_budget_never_goes_past_max_steps_nor_before_the_warmup_ends():
-    from minillm.machinery.progress import Budget
-    budget = Budget(minutes=10, max_steps=50, warmup_steps=20)
-    assert [budget.refit(s, 0.01 * s) for s in range(1, 12)][-1] == 50     # fast: capped at max_steps
-    slow = Budget(minutes=0.1, max_steps=500, warmup_steps=20)
-    assert [slow.refit(s, 10.0 * s) for s in range(1, 12)][-1] == 21      # out of time: past the warmup only
+def test_time_budget_is_fitted_once_and_said_before_the_first_line_that_shows_it(tmp_path):
+    """A real run with a 3 s budget: the progress lines show "?" until the fit, the fit is said once, before the
+    first line that shows its total, and that total never moves (it once read 500, 477, 470, 483, 489 ...)."""
+    lines = []
+    run = start_run(tiny_cfg(tmp_path, max_steps=100000, warmup_steps=3, time_budget=0.05, eval_every=50,
+                             save_every=50, eval_generate=2, eval_max_new_tokens=4), log=lines.append)
+    run.fit()
+    fits = [i for i, line in enumerate(lines) if line.startswith("time budget 0.05 min: ")]
+    assert len(fits) == 1, [line for line in lines if "time budget" in line]
+    total = run.max_steps
+    assert f": {total} steps fit (" in lines[fits[0]] and run.trainer.schedule.total_steps == total
+    progress = [(i, re.match(r"step +(\d+)/(\S+) \|", line)) for i, line in enumerate(lines)]
+    progress = [(i, int(m[1]), m[2]) for i, m in progress if m]
+    assert all(shown == "?" for i, _, shown in progress if i < fits[0])
+    assert {shown for i, _, shown in progress if i > fits[0]} == {str(total)}
+    assert [step for _, step, _ in progress if step > 15][:1] == [16]   # training went on after the fit
+    # the run ends at its fitted total, or says that the time ran out first
+    assert run.trainer.step == total or any(f"reached at step {run.trainer.step} of {total}" in line for line in lines)
+    assert ck.latest_state(tmp_path / "run")["step"] == run.trainer.step
 
 
 def test_loss_is_normalised_by_the_total_token_count_of_the_step(tmp_path):
@@ -463,8 +452,8 @@ def test_time_budget_stops_the_run_early_and_says_so(tmp_path):
     run = start_run(tiny_cfg(tmp_path, max_steps=100000, warmup_steps=3, time_budget=0.002), log=lines.append)
     run.fit()                                              # 0.12 s of budget
     assert run.trainer.step < 100000
-    # either the clock ran out, or the budget re-fitted the run to what fits (and the run ended there)
-    assert any("time budget of 0.002 min reached at step" in line or "time budget 0.002 min: max_steps" in line
+    # either the clock ran out, or the budget fitted the run to what fits (and the run ended there)
+    assert any("time budget of 0.002 min reached at step" in line or "time budget 0.002 min: " in line
                for line in lines)
     assert ck.latest_state(tmp_path / "run")["step"] == run.trainer.step      # the last step is saved
 

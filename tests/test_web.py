@@ -40,7 +40,9 @@ from minillm.generation import GenerationConfig, generate, source_length
 from minillm.machinery import runlog
 from minillm.machinery.api import Limits, TrainingLog, server_settings
 from minillm.machinery import api
-from minillm.machinery.web import STATIC_DIR, make_server, open_server
+from minillm.machinery import web
+from minillm.machinery.pagefiles import STATIC_DIR
+from minillm.machinery.web import make_server, open_server
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.retrieval import MIN_ROOM, Retriever, encoder_input
 from minillm.tokenizer import BPETokenizer
@@ -421,6 +423,19 @@ def test_static_page_is_self_contained(app):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
 
 
+def test_the_page_has_an_icon_and_a_metrics_poll_is_not_logged(app):
+    """A browser asked for /favicon.ico on every load and got a 404; the page polls /api/metrics every 5 s and the
+    server logged every poll. Now the icon is served (and named by the page), and only other requests are logged."""
+    status, headers, body = call(app, "GET", "/favicon.ico")
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml" and body.startswith(b"<svg")
+    assert 'rel="icon" href="/static/favicon.svg"' in (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    with own_server(app) as (server, log):
+        for path in ("/api/metrics", "/api/metrics", "/api/info", "/nope"):
+            get_status(server, path)
+        lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and '"GET /api/info HTTP/1.1" 200' in lines[0] and "/nope" in lines[1], lines
+
+
 def test_open_server_binds_localhost_and_finds_the_log(app):
     server = open_server(app.dir, port=0)
     try:
@@ -458,6 +473,41 @@ def test_generate_py_serve_prints_its_address_and_stops_on_ctrl_c(app):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_stopping_server_lets_the_answer_under_way_finish_and_refuses_the_waiting_ones(app):
+    """Ctrl-C while an answer was being computed used to abort the process (a daemon thread inside torch at exit,
+    pytorch/pytorch#38228). serve() now calls finish_answer after the listening socket closes: it returns only
+    once no request thread is left, and a request still waiting for the model gets a 503 instead of starting."""
+    limits = Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
+    server = make_server(app.model, app.tok, "127.0.0.1", 0, None, limits, app.dir, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    waiting = type("App", (), {"url": f"http://{host}:{port}"})()
+    replies = []
+    server.service.lock.acquire()             # the answer under way: it holds the model
+    try:
+        asker = threading.Thread(target=lambda: replies.append(call(waiting, "POST", "/api/generate",
+                                                                    {"question": QUESTION})))
+        asker.start()
+        for _ in range(500):                  # bounded: until the request holds a worker slot
+            if server.workers._value < limits.max_workers:
+                break
+            time.sleep(0.01)
+        assert server.workers._value == limits.max_workers - 1, "the request never reached a worker"
+        server.shutdown()
+        server.server_close()
+        finisher = threading.Thread(target=web.finish_answer, args=(server, 60.0))
+        finisher.start()
+        finisher.join(0.5)
+        assert finisher.is_alive(), "finish_answer returned while a request thread was still running"
+    finally:
+        server.service.lock.release()         # the answer under way is done
+    finisher.join(60)
+    asker.join(60)
+    assert not finisher.is_alive() and not asker.is_alive()
+    status, _, body = replies[0]
+    assert status == 503 and "stopping" in body["error"], (status, body)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -740,21 +790,96 @@ def test_a_slow_client_is_cut_off_at_the_request_deadline(app, head):
         assert get_status(server) == 200 and "Traceback" not in log.getvalue()
 
 
-def test_more_connections_than_workers_get_an_immediate_503(app):
-    """max_workers=1: while a connection that sends nothing holds the one worker (for up to the 30 s deadline),
-    the next request is answered 503 with Retry-After at once; when the worker is free, requests are served."""
-    with own_server(app, max_workers=1, retry_after_s=3) as (server, log):
-        hog = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30)
-        hog.sendall(b"GET /api/info HTTP/1.0\r\n")      # and never the blank line that ends the request
-        url = f"http://127.0.0.1:{server.server_address[1]}/api/info"
-        for _ in range(3):
-            with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(url, timeout=10)
-            assert err.value.code == 503 and err.value.headers["Retry-After"] == "3"
-            assert "busy" in strict_json(err.value.read())["error"]
-        hog.close()
+def test_more_requests_than_workers_get_an_immediate_503(app):
+    """max_workers=1: while one request holds the one worker (it waits for the model, which the test holds), the
+    next request is answered 503 with Retry-After at once; when the worker is free, requests are served."""
+    with own_server(app, max_workers=1, retry_after_s=3, lock_wait_s=30) as (server, log):
+        port = server.server_address[1]
+        with server.service.lock:                      # as if another request were generating
+            waiting = socket.create_connection(("127.0.0.1", port), timeout=30)
+            body = json.dumps({"question": QUESTION, "max_new_tokens": 4}).encode()
+            waiting.sendall(b"POST /api/generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            for _ in range(200):                       # until its worker holds the one slot
+                if server.workers._value == 0:
+                    break
+                time.sleep(0.01)
+            url = f"http://127.0.0.1:{port}/api/info"
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(url, timeout=10)
+                assert err.value.code == 503 and err.value.headers["Retry-After"] == "3"
+                assert "busy" in strict_json(err.value.read())["error"] and time.monotonic() - started < 2
+        assert read_reply(waiting)[0] == 200               # the model is free: the waiting request is answered
+        waiting.close()
         wait_for_a_free_worker(server)
         assert "Traceback" not in log.getvalue()
+
+
+def test_a_client_slow_with_its_headers_holds_no_worker_and_gets_a_408(app):
+    """max_workers=1 and a client that sends half a request line and then nothing: it once held the one worker
+    (and 16 such clients held all of them, for 30 s). Now the reception holds it; the worker answers everyone
+    else at once, and the silent client gets a 408 when its header deadline (1 s here) passes."""
+    with own_server(app, max_workers=1, header_deadline_s=1.0) as (server, log):
+        hog = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30)
+        hog.sendall(b"GET /api/info HTTP/1.0\r\n")      # and never the blank line that ends the request
+        started = time.monotonic()
+        assert [get_status(server) for _ in range(3)] == [200, 200, 200] and time.monotonic() - started < 1
+        status, body = read_reply(hog)
+        assert status == 408 and "headers took longer than 1 s" in body["error"]
+        assert 0.9 < time.monotonic() - started < 5
+        hog.close()
+        assert "Traceback" not in log.getvalue()
+
+
+def test_fifty_clients_trickling_a_byte_a_second_do_not_delay_a_normal_request(app):
+    """50 clients send a request one byte a second (more than the 16 workers, a header deadline of 5 s); for
+    3 s, a normal /api/info and /api/generate are each answered within 1 s."""
+    with own_server(app, max_new_tokens=SERVER_CAP) as (server, log):
+        port = server.server_address[1]
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
+        request = b"GET /api/info HTTP/1.0\r\nX-Slow: " + b"a" * 100
+        body = json.dumps({"question": QUESTION, "max_new_tokens": 4}).encode()
+        post = urllib.request.Request(f"http://127.0.0.1:{port}/api/generate", data=body, method="POST")
+        seconds = []
+        for tick in range(3):                                   # bounded: 3 rounds of one byte per client
+            for sock in slow:
+                sock.sendall(request[tick:tick + 1])
+            for target in (f"http://127.0.0.1:{port}/api/info", post):
+                started = time.monotonic()
+                with urllib.request.urlopen(target, timeout=10) as resp:
+                    assert resp.status == 200
+                seconds.append(time.monotonic() - started)
+            time.sleep(max(0.0, 1.0 - sum(seconds[-2:])))
+        for sock in slow:
+            sock.close()
+        assert max(seconds) < 1.0, seconds
+        assert "Traceback" not in log.getvalue()
+
+
+def test_headers_past_64_kib_get_a_431_from_the_reception(app):
+    with socket.create_connection((app.host, app.port), timeout=30) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /api/info HTTP/1.0\r\nX-Big: " + b"a" * 70_000)   # and no end of the headers
+        status, body = read_reply(sock)
+    assert status == 431 and "exceed 65536 bytes" in body["error"] and alive(app)
+
+
+def test_more_connections_arriving_than_max_pending_get_an_immediate_503(app):
+    with own_server(app, max_pending=2, retry_after_s=4) as (server, log):
+        port = server.server_address[1]
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        time.sleep(0.2)                                        # both are in the reception
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=10)
+        assert err.value.code == 503 and err.value.headers["Retry-After"] == "4"
+        for sock in silent:
+            sock.close()
+        for _ in range(100):                                    # the reception sees them go and frees the places
+            if get_status(server) == 200:
+                break
+            time.sleep(0.05)
+        assert get_status(server) == 200 and "Traceback" not in log.getvalue()
 
 
 def test_an_over_limit_content_length_is_refused_before_the_body(app):

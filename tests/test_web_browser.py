@@ -34,8 +34,9 @@ from test_web import QUESTION, RAG_QUESTIONS, retrieval_checkpoint, tiny_checkpo
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (no /usr/bin/chromium); "
-                             ".ci/run installs it with `apt-get install -y chromium`")
+    CHROMIUM is None, reason="no `chromium` on PATH, so the page was not checked in a browser: install it from "
+                             "the system's packages (Debian/Ubuntu: `sudo apt-get install chromium`; .ci/run does) "
+                             "and run `make test` again; see the README, \"The browser tests\"")
 
 
 class DomIndex(html.parser.HTMLParser):
@@ -207,6 +208,11 @@ def test_english_page_with_sampling_and_a_screenshot(site, tmp_path):
     assert dom.text(dom.by_id["ask-button"]) == "Ask"
     assert "Where did it look?" in dom.text(dom.by_id["attention-panel"])
     assert dom.text(dom.by_id["lang-toggle"]) == "Türkçe"
+    # The page says, before any answer, that the model answers Turkish law questions in Turkish.
+    assert "answers questions on Turkish law, in Turkish" in dom.text(dom.by_id["language-note"])
+    assert "hidden" in dom.by_id["answer-note"]["attrs"]           # a Turkish question: no warning
+    # One process is "1 process", not "1 process(es)".
+    assert "(1 process)" in dom.text(dom.by_id["run-info"]) and "(es)" not in dom.text(dom.by_id["run-info"])
 
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -410,6 +416,34 @@ def check_heatmap_rows(tab, tgt_tokens, src_tokens, lang):
     assert tab.js("document.querySelectorAll('#heatmap-head text.lit, #heatmap text.lit').length") == 2
 
 
+def check_attention_switch_fits(tab):
+    """Each option of the attention switch fits in the select as drawn: its text (measured in the select's own font)
+    plus the arrow's room is no wider than the select. At 420 px the self-attention option was cut off."""
+    fits = tab.js("""(() => {
+        const select = document.getElementById('attention-kind'), style = getComputedStyle(select);
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+        const room = select.getBoundingClientRect().width - parseFloat(style.paddingLeft)
+          - parseFloat(style.paddingRight) - 20;   // the arrow
+        return Array.from(select.options, o => [o.textContent, Math.ceil(ctx.measureText(o.textContent).width),
+                                                 Math.floor(room)]);
+      })()""")
+    assert all(width <= room for _, width, room in fits), fits
+
+
+def check_settings_in_line(tab):
+    """The controls of one row of the settings grid end at the same height, also where one label's range wraps
+    to a second line (the input under it once sat lower than its neighbour)."""
+    boxes = tab.js("Array.from(document.querySelectorAll('#settings label'), l => [l.getBoundingClientRect().top,"
+                   "l.querySelector('input, select').getBoundingClientRect().bottom, l.querySelector('input, select').id])")
+    rows = {}
+    for top, bottom, name in boxes:
+        rows.setdefault(round(top), []).append((bottom, name))
+    assert len(rows) >= 3, rows
+    for row in rows.values():
+        assert max(b for b, _ in row) - min(b for b, _ in row) < 1, row
+
+
 def test_turkish_page_honours_url_settings_and_speaks_turkish(site, browser):
     """At 1,400 px, in Turkish: URL settings reach the request and generate; every setting has a control with the
     server's bounds; nothing shows an API name, null or a decimal point; the question is shown as its tokens."""
@@ -472,6 +506,15 @@ def test_turkish_page_honours_url_settings_and_speaks_turkish(site, browser):
     assert blue == sorted(blue) and blue[-1] - blue[0] > 30 * (max(ref.token_probs) - min(ref.token_probs))
     check_heatmap_rows(tab, ref.tgt_tokens, ref.src_tokens, "tr")
     assert "· = boşluk" in tab.text("#attention-panel") and "· = boşluk" in tab.text("#answer-panel")
+    # Layers and heads are shown from 0, as the lesson's printer numbers them ("decoder layer 3 of 0..3"; the page
+    # once showed 1-4).
+    L, H = model.cfg.n_decoder_layers, model.cfg.n_heads
+    options = "Array.from(document.querySelectorAll('#{} option'), o => o.textContent)"
+    assert tab.js(options.format("layer-select")) == [str(i) for i in range(L)] + ["katmanların ortalaması"]
+    assert tab.js(options.format("head-select")) == ["kafaların ortalaması"] + [str(i) for i in range(H)]
+    assert tab.js("document.getElementById('layer-select').value") == str(L - 1)
+    # The model answers Turkish law questions in Turkish: said before any answer; no warning for a Turkish question.
+    assert "Türkçe cevaplar" in tab.text("#language-note") and tab.js("document.getElementById('answer-note').hidden")
     # A model that reads the question alone: no sources section, and the model panel says so.
     assert tab.js("document.getElementById('sources-box').hidden") is True
     assert tab.text("#retrieval-info") == "Geri getirme yok: model yalnızca soruyu okur."
@@ -506,6 +549,17 @@ def test_english_page_with_beam_search_and_the_new_controls(site, browser):
     tab.js("document.getElementById('lang-toggle').click()")
     assert tab.text("#ask-button") == "Sor" and "Tekrarsız n-gram 2" in tab.text("#used-settings")
     assert tab.text("#answer") == ref.text
+    tab.js("document.getElementById('lang-toggle').click()")
+
+    # A question in English gets a Turkish answer that has nothing to do with it: the page says why, in the
+    # page's language; a Turkish question again clears the warning.
+    tab.js("document.getElementById('question').value = 'What is the law?';"   # short: the tiny model reads 47 tokens
+           "document.getElementById('ask-button').click()")
+    tab.wait_for("!document.getElementById('answer-note').hidden")
+    assert "does not look Turkish" in tab.text("#answer-note") and "in Turkish" in tab.text("#answer-note")
+    tab.js(f"document.getElementById('question').value = {json.dumps(QUESTION)};"
+           "document.getElementById('ask-button').click()")
+    tab.wait_for("document.getElementById('answer-note').hidden")
 
 
 def test_phone_width_has_no_sideways_scroll_and_a_compact_title(site, browser):
@@ -514,6 +568,12 @@ def test_phone_width_has_no_sideways_scroll_and_a_compact_title(site, browser):
     server, model, tok, base = site
     tab = Tab(browser, f"{base}/?" + urllib.parse.urlencode({"q": QUESTION, "max_new_tokens": 24}), 420, 900)
     tab.wait_for(ANSWERED)
+    # The charts are drawn by the time the answer is (the curves once lost the race, and the card was blank).
+    assert tab.js("document.getElementById('charts').dataset.state") == "drawn"
+    assert tab.js("document.querySelectorAll('#charts polyline').length") == 6
+    # The browser's icon request finds the page's icon (it was a 404 on every load).
+    assert tab.js("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)") == 200
+    assert tab.js("fetch('/favicon.ico').then(r => r.status)") == 200
     for lang in ("tr", "en"):
         assert tab.js("document.documentElement.lang") == lang
         width = tab.js("[document.documentElement.scrollWidth, window.innerWidth]")
@@ -528,6 +588,8 @@ def test_phone_width_has_no_sideways_scroll_and_a_compact_title(site, browser):
                         "document.querySelector('header h1').getBoundingClientRect().height,"
                         "document.querySelector('header .subtitle').getBoundingClientRect().height]")
         assert header[1] < 40 and header[2] < 20 and header[0] < 70, header  # one line each: name, subtitle
+        check_attention_switch_fits(tab)
+        check_settings_in_line(tab)
         if lang == "tr":
             tab.screenshot("minillm-420-tr.png")
             tab.js("document.getElementById('lang-toggle').click()")
@@ -609,7 +671,7 @@ def test_self_attention_switch_and_step_by_step_candidates(site, browser):
     shorten = lambda s: (s.replace(" ", "·")[:13] + "…") if len(s) > 14 else s.replace(" ", "·")
     columns = "Array.from(document.querySelectorAll('#heatmap-head text.src-label'), e => e.textContent)"
     assert tab.js("Array.from(document.querySelectorAll('#attention-kind option'), o => o.textContent)") == [
-        "cross-attention (question → answer)", "self-attention (answer → earlier answer tokens)"]
+        "cross-attention (question → answer)", "self-attention (answer → its earlier tokens)"]
     assert tab.js(columns) == [shorten(s) for s in ref.src_tokens]
 
     switch = "(k => { const s = document.getElementById('attention-kind'); s.value = k; " \

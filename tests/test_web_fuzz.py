@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits
-from minillm.machinery.web import STATIC_DIR, make_server
+from minillm.machinery.pagefiles import STATIC_DIR
+from minillm.machinery.web import make_server
 from test_web import QUESTION, SERVER_CAP, strict_json, tiny_checkpoint
 
 HANDLED_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"}   # any other method is http.server's 501

@@ -26,7 +26,9 @@ class Limits:
     max_new_tokens: int = 256          # tokens; the server-side cap on generation length (a request may ask less)
     max_beams: int = 8                 # beams; beam search costs num_beams decoder rows per step
     lock_wait_s: float = 120.0         # seconds a request waits for the model before a 503
+    header_deadline_s: float = 5.0     # seconds for the request line and headers (a browser sends them at once)
     request_deadline_s: float = 30.0   # seconds for request line, headers and body together (a slow client's cap)
+    max_pending: int = 256             # requests still arriving at once (a buffer each, no thread); one more: 503
     max_workers: int = 16              # requests handled at once; one more gets an immediate 503, never a queue
     retry_after_s: int = 5             # seconds; the Retry-After a 503 suggests
 
@@ -203,6 +205,7 @@ class ModelService:
         self.tokenizer = tokenizer
         self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir is not None else None
         self.lock = threading.Lock()
+        self.stopping = threading.Event()   # set when the server stops: a request still waiting is refused
         # The source length the model was trained on: generate() cuts questions there, the server refuses them.
         self.max_src_len = source_length(model)
         # The server's cap on max_new_tokens is the smaller of its own limit and what the decoder can hold.
@@ -263,6 +266,9 @@ class ModelService:
         if not self.lock.acquire(timeout=self.limits.lock_wait_s):
             raise RequestError(503, f"the model is busy; waited {self.limits.lock_wait_s:.0f} s",
                                [("Retry-After", str(self.limits.retry_after_s))])
+        if self.stopping.is_set():
+            self.lock.release()
+            raise RequestError(503, "the server is stopping")
         try:
             start = time.perf_counter()
             ans = generate(self.model, self.tokenizer, [question], config, return_details=True)[0]

@@ -8,6 +8,7 @@ expected. What happens to the pairs next (cleaning, the split, tokens) is minill
 import csv
 import json
 import os
+import stat
 
 # Column names tried in order when none are given: the Turkish data set's, then the English ones.
 DEFAULT_KEYS = (("Soru", "Cevap"), ("question", "answer"))
@@ -71,11 +72,11 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
     missing file and DataFormatError naming the file, the record or line, and what was expected.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise DataFormatError(f"{path}: a directory; expected a .json, .jsonl or .csv file of question/answer pairs")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such data file (expected a .json, .jsonl or .csv file of "
-                                f"question/answer pairs)")
+    expected = "expected a .json, .jsonl or .csv file of question/answer pairs"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such data file ({expected})")
+    if not os.path.isfile(path):   # subtle: reading a FIFO would wait for a writer forever
+        raise DataFormatError(f"{path}: {_kind_of(path)}, not a regular file; {expected}")
     fmt = fmt or os.path.splitext(path)[1].lower().lstrip(".")
     if fmt not in ("json", "jsonl", "csv"):
         raise DataFormatError(f"{path}: unknown format {fmt!r}; expected .json (a list), .jsonl or .csv")
@@ -113,11 +114,23 @@ def load_pairs(path, question_key: str | None = None, answer_key: str | None = N
             raise DataFormatError(f"{path}: empty file; expected a CSV header row") from None
         keys = _pick_keys(path, "the header row", dict.fromkeys(header), question_key, answer_key)
         qi, ai = header.index(keys[0]), header.index(keys[1])
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataFormatError(f"{path}: line {reader.line_num} has {len(row)} fields; expected "
-                                      f"{len(header)} as in the header")
-            pairs.append((row[qi], row[ai]))
+        try:
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataFormatError(f"{path}: line {reader.line_num} has {len(row)} fields; expected "
+                                          f"{len(header)} as in the header")
+                pairs.append((row[qi], row[ai]))
+        except csv.Error as e:   # e.g. a field over csv.field_size_limit() (131,072 characters)
+            raise DataFormatError(f"{path}: line {reader.line_num}: {e}; expected CSV with a header row "
+                                  f"(a text that long belongs in a .json or .jsonl file)") from None
     return pairs
+
+
+def _kind_of(path) -> str:
+    """What a path that is not a regular file is, in words: "a directory", "a named pipe (FIFO)", ..."""
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")

@@ -1,4 +1,4 @@
-"""A training run from a TrainConfig: set-up, resume, the loop with evaluation, checkpoints, log and progress.
+"""A training run from a TrainConfig: the set-up, in the order things are built, and the resume.
 
     run = start_run(TrainConfig(data="data/sample.json", out="runs/x"))   # or resume=True
     run.fit()                                                               # model.pt = the best evaluation
@@ -6,12 +6,12 @@
 `start_run` reads top to bottom in the order things are built: processes and device -> run directory ->
 data -> tokenizer -> datasets -> model -> Trainer (optimiser, schedule, EMA) -> the saved state on resume.
 The algorithm itself is minillm.training.Trainer.train_step; this module only drives it.
+
+The loop, and how a run ends (Ctrl-C, a divergence, a full disk), is minillm.machinery.loop.Run.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -19,27 +19,48 @@ import torch.distributed as dist
 from minillm.batching import Seq2SeqDataset
 from minillm.data import clean_pairs, split_pairs
 from minillm.model import ModelConfig, Seq2Seq
-from minillm.optim import Schedule
 from minillm.tokenizer import BPETokenizer
 from minillm.training import TrainConfig, Trainer
 from minillm.machinery import checkpoint as ckpt
-from minillm.machinery import corpusfile, runlog
+from minillm.machinery import corpusfile
 from minillm.machinery.datafiles import load_pairs
-from minillm.machinery.device import peak_flops, resolve_device, resolve_precision, setup_distributed
-from minillm.machinery.progress import Budget, Progress, choose_threads
+from minillm.machinery.cli import StopRequests, one_line
+from minillm.machinery.device import resolve_device, resolve_precision, setup_distributed
+from minillm.machinery.loop import Run, RunInterrupted, TrainingAborted
+from minillm.machinery.progress import choose_threads
 from minillm.machinery.rundir import RunDirectory
 
-
-class TrainingAborted(RuntimeError):
-    """Too many non-finite steps in a row; the last good state has been saved."""
+__all__ = ["Run", "RunInterrupted", "TrainingAborted", "describe_run", "start_run"]
 
 
-def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
+def describe_run(cfg: TrainConfig, preset: str, resume: bool) -> str:
+    """The first line of a run: what it will do, where, for how long, and how to stop it."""
+    length = f"{cfg.max_steps} steps" + (f" or {cfg.time_budget:g} min, whichever comes first"
+                                         if cfg.time_budget > 0 else "")
+    what = (f"resuming {cfg.out} (up to {length})" if resume else
+            f"training the {preset} preset on {cfg.data}{' with ' + cfg.corpus if cfg.corpus else ''} into "
+            f"{cfg.out}: {length}")
+    return f"{what}; Ctrl-C stops after the current step and saves it (then: --out {cfg.out} --resume)"
+
+
+def start_run(cfg: TrainConfig, resume: bool = False, log=print, preset: str | None = None, notes=()) -> Run:
     """Build everything a run needs, in order, and return it ready to fit(). Everything that can be checked
-    without writing is checked first; a fresh run that still fails removes what it wrote."""
+    without writing is checked first; a fresh run that still fails, or is interrupted, removes what it wrote.
+    Ctrl-C (or SIGTERM) here stops at once: RunInterrupted. preset: log describe_run's line first, then `notes`."""
+    try:
+        with StopRequests(at_once=True):
+            return _start(cfg, resume, log, preset, notes)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted while setting up, before the first step; "
+                             f"{cfg.out + ' is as it was' if resume else 'nothing was kept'}") from None
+
+
+def _start(cfg: TrainConfig, resume: bool, log, preset, notes) -> Run:
     # --- processes and device
     rank, world, local_rank = setup_distributed()
     log = (lambda *a, **k: None) if rank != 0 else log
+    for line in ([describe_run(cfg, preset, resume)] if preset else []) + list(notes):
+        log(line)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
@@ -80,7 +101,7 @@ def start_run(cfg: TrainConfig, resume: bool = False, log=print) -> "Run":
         raise
 
 
-def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision, articles) -> "Run":
+def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precision, articles) -> Run:
     out = run_dir.path
     state = ckpt.latest_state(out, map_location="cpu", log=log) if resume else None
     if state is not None:
@@ -116,7 +137,11 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
     model_cfg = (ModelConfig(**state["model_config"]) if state else ModelConfig.preset(
         cfg.model, vocab_size=tokenizer.vocab_size, max_len=max(cfg.max_src_len, cfg.max_tgt_len),
         max_src_len=cfg.max_src_len, **sizes))
-    model = Seq2Seq(model_cfg).to(device)
+    try:
+        model = Seq2Seq(model_cfg).to(device)
+    except RuntimeError as e:   # "DefaultCPUAllocator: can't allocate memory" (a --d-model of 10**6), CUDA's OOM
+        raise ValueError(f"the model does not fit in memory ({one_line(e, 1)}); lower --d-model, --d-ff, "
+                         f"--n-layers, --vocab-size or --max-src-len / --max-tgt-len") from None
     model.retriever = retriever
     torch.manual_seed(cfg.seed + rank)            # dropout masks differ between ranks
     train_model = torch.compile(model) if cfg.compile else model
@@ -138,203 +163,5 @@ def _build(cfg, resume, log, run_dir, splits, sizes, rank, world, device, precis
                        "peak_flops": run.peak, "peak_source": run.peak_source})
     log(f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {model_cfg.vocab_size}; "
         f"device {device} x{world}, {precision}; batch {cfg.batch_tokens} tokens x {cfg.grad_accum} micro "
-        f"x {world} processes; peak {run.peak / 1e12:.2f} TFLOP/s ({run.peak_source})")
+        f"x {world} processes; MFU against a peak of {run.peak / 1e12:.3f} TFLOP/s ({run.peak_source})")
     return run
-
-
-class Run:
-    """What a run keeps besides the learning state: its directory, clock, best evaluation and log."""
-
-    def __init__(self, cfg: TrainConfig, trainer: Trainer, run_dir: RunDirectory, log=print, retrieval=None):
-        self.cfg, self.trainer, self.run_dir, self.out, self.log = cfg, trainer, run_dir, run_dir.path, log
-        self.retrieval = retrieval            # what checkpoints record of the corpus (corpusfile.write_corpus)
-        self.tokenizer_text = trainer.tokenizer.to_text()   # what every state embeds (never the file's bytes)
-        self.is_main = trainer.rank == 0
-        self.max_steps = cfg.max_steps        # may shrink to fit --time-budget (see refit_to_budget)
-        self.elapsed, self.best_val = 0.0, float("inf")
-        self._cpu0 = time.process_time()      # CPU seconds of this process (all threads) since the run started
-        self.peak, self.peak_source = peak_flops(trainer.device) if self.is_main else (float("nan"), "")
-        self.progress = Progress(self.peak, self.peak_source, lambda: peak_flops(trainer.device), log)
-        self.log = trainer.log = self.progress.log   # every message first clears the progress line
-        self.budget = Budget(cfg.time_budget, cfg.max_steps, cfg.warmup_steps) if cfg.time_budget > 0 else None
-        self._said_steps, self._said_torch_schedule = cfg.max_steps, False
-        self._eval_s = 0.0                    # seconds the last evaluation and save took (the budget keeps them)
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
-        t = self.trainer
-        return {**t.state_dict(), "max_steps": self.max_steps, "model_config": dataclasses.asdict(t.model.cfg),
-                "train_config": dataclasses.asdict(self.cfg), "model": ckpt.model_state(t.model),
-                "rng": ckpt.rng_state(), "tokenizer": self.tokenizer_text,
-                "elapsed": self.elapsed, "best_val": self.best_val, "best_by": self.best_by(),
-                "threads": torch.get_num_threads(), "retrieval": self.retrieval}
-
-    def load_state_dict(self, s: dict) -> None:
-        t = self.trainer
-        t.model.load_state_dict(s["model"])
-        t.load_state_dict(s)
-        self.elapsed, self.max_steps, self.best_val = s["elapsed"], s["max_steps"], s["best_val"]
-        if s["train_config"]["max_steps"] != self.cfg.max_steps and isinstance(t.schedule, Schedule):
-            # --max-steps given again on --resume: extend (or shorten) the run; the decay is re-spread over it
-            self.max_steps = self.cfg.max_steps
-            t.schedule.set_total_steps(self.cfg.max_steps)
-        if s.get("best_by") != self.best_by():
-            # subtle: best_val is a chrF (negated) or an NLL; comparing one with the other would keep or
-            # replace model.pt for no reason. A run resumed with another --select-by starts a new best.
-            self.log(f"model.pt selection changed to {self.best_by()} on resume: the next evaluation becomes the best")
-            self.best_val = float("inf")
-        ckpt.set_rng_state(s["rng"])
-        if t.world > 1:
-            # subtle: only rank 0's generators were saved; other ranks get a fresh seed that depends on rank
-            # and step, so dropout masks still differ between ranks (multi-process resume is exact in the
-            # data order and the weights, not in every dropout mask).
-            torch.manual_seed(self.cfg.seed + t.rank + 1000 * t.step)
-        if self.is_main:   # drop log records past the resumed step (the killed run got further than its state)
-            dropped = runlog.truncate_after(self.out / runlog.LOG_FILE, t.step)
-            if dropped:
-                self.log(f"warning: {runlog.LOG_FILE}: dropped {len(dropped)} line(s) that were not records: "
-                         + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
-
-    def save(self) -> bool:
-        """Write state-<step>.pt, unless the weights are not sound (then no good state is replaced). True if written."""
-        fault = self.trainer.weights_are_sound()
-        if self.is_main:
-            if fault is None:
-                path = ckpt.save_state(self.out, self.state_dict(), self.cfg.keep_last)
-                self.log(f"saved {path}")
-            else:
-                self.log(f"warning: not saving step {self.trainer.step}: {fault}; the saved states are kept")
-        if self.trainer.world > 1:
-            dist.barrier()
-        return fault is None
-
-    def close(self) -> None:
-        """Release the run directory's lock (the process ending does it too)."""
-        self.run_dir.release()
-
-    def best_by(self) -> str:
-        return "chrf" if self.cfg.select_by == "chrf" and self.cfg.eval_generate > 0 else "nll"
-
-    def selection_score(self, record: dict) -> float:
-        """Lower is better. By default the validation answers' greedy chrF decides which weights become
-        model.pt: on a small data set the validation NLL is often best early, while the answers keep improving
-        long after (make train: NLL best at step 200 with 38 % distinct answers, chrF best at step 500 with
-        100 %; bench/answers.py then found the training questions answered with chrF 99.9)."""
-        if self.best_by() == "chrf" and "chrf" in record:
-            return -record["chrf"]
-        return record["nll"]
-
-    def save_best(self, record: dict) -> None:
-        if self.is_main and self.trainer.weights_are_sound() is None:
-            t = self.trainer
-            ckpt.save_model(self.out, t.model, t.tokenizer, ema=t.ema, step=t.step, val_loss=record.get("nll"),
-                            chrf=record.get("chrf"), train_config=dataclasses.asdict(self.cfg),
-                            retrieval=self.retrieval)
-
-    def write_log(self, record: dict) -> None:
-        if self.is_main:
-            runlog.append(self.out / runlog.LOG_FILE, record)
-
-    # ------------------------------------------------------------------ the time budget
-    def refit_to_budget(self) -> None:
-        """--time-budget: re-fit max_steps to what the remaining time allows (machinery.progress.Budget), so
-        the learning rate has decayed to min_lr when time runs out; said when it moves by more than 5 %."""
-        fits = self.budget.refit(self.trainer.step, self.elapsed, self._eval_s)
-        if fits is None or fits == self.max_steps:
-            return
-        if not isinstance(self.trainer.schedule, Schedule):
-            if not self._said_torch_schedule:
-                self.log("time budget: PyTorch's schedulers cannot be re-fitted mid-run; the schedule follows "
-                         "max_steps, and the run stops when time is up")
-                self._said_torch_schedule = True
-            return
-        if abs(fits - self._said_steps) > 0.05 * self._said_steps:
-            self.log(f"time budget {self.cfg.time_budget} min: max_steps {self._said_steps} -> {fits}, the "
-                     f"schedule decays to min_lr by then")
-            self._said_steps = fits
-        self.trainer.schedule.set_total_steps(fits)
-        self.max_steps = fits
-
-    # ------------------------------------------------------------------ the loop
-    def _evaluate(self) -> dict | None:
-        """Evaluate, print one line, log the record, and keep model.pt if this is the best so far."""
-        record = self.trainer.evaluate()
-        if record is None:
-            return None
-        record.update(elapsed_s=self.elapsed, cpu_s=time.process_time() - self._cpu0)
-        self.log(f"eval step {record['step']}: val loss {record['nll']:.4f}, ppl {record['perplexity']:.2f}, "
-                 f"token acc {record['accuracy']:.3f}, top-5 {record['top5_accuracy']:.3f}"
-                 + (f", gain {record['cond_gain']:.3f}" if "cond_gain" in record else "")
-                 + (f", BLEU {record['bleu']:.2f}, chrF {record['chrf']:.2f}, distinct "
-                    f"{record['distinct']:.2f}" if "bleu" in record else ""))
-        self.write_log(record)
-        if self.selection_score(record) < self.best_val:
-            self.best_val = self.selection_score(record)
-            self.save_best(record)
-        return record
-
-    def fit(self) -> dict | None:
-        """Train to max_steps (or the time budget), evaluating, checkpointing and logging on the way; the run
-        directory's lock is released at the end, also on an error."""
-        try:
-            return self._fit()
-        finally:
-            self.close()
-
-    def _fit(self) -> dict | None:
-        cfg, t, last_eval = self.cfg, self.trainer, None
-        start = time.perf_counter() - self.elapsed
-        while t.step < self.max_steps:
-            t0 = time.perf_counter()
-            rec = t.train_step()
-            self.elapsed = time.perf_counter() - start
-            if rec["kind"] == "skip":
-                self.log(f"\nwarning: non-finite loss/gradient at step {rec['step']} (loss {rec['loss']}, "
-                         f"grad norm {rec['grad_norm']}); step skipped, nothing applied "
-                         f"({rec['bad_in_a_row']} in a row, {rec['skipped']} in total)")
-                self.write_log(rec)
-                if t.bad_in_a_row >= cfg.max_bad_steps:
-                    # the weights are those of the last applied step: saved only if they are sound
-                    saved = self.save()
-                    newest = ckpt.state_files(self.out)
-                    where = (f"The last good state (step {t.step}) is saved in {self.out}" if saved else
-                             f"The weights after step {t.step} are broken and were not saved; the newest good state "
-                             f"is {newest[-1]}" if newest else
-                             f"The weights after step {t.step} are broken and no good state was saved")
-                    raise TrainingAborted(
-                        f"{t.bad_in_a_row} non-finite steps in a row after step {t.step}: training stopped. "
-                        f"{where}. Lower --lr, keep --grad-clip on, use --precision bf16 rather than fp16, or "
-                        f"check the data.")
-                continue
-            if self.budget is not None:
-                self.refit_to_budget()
-            seconds_left = cfg.time_budget * 60 - self.elapsed if cfg.time_budget > 0 else float("inf")
-            line = self.progress.update(rec, time.perf_counter() - t0, self.max_steps, seconds_left)
-            rec["elapsed_s"] = self.elapsed
-            out_of_time = cfg.time_budget > 0 and self.elapsed >= cfg.time_budget * 60
-            if t.world > 1:   # every rank must stop at the same step
-                out_of_time = bool(t.all_reduce(torch.tensor([float(out_of_time)], device=t.device)).item() > 0)
-            last = t.step == self.max_steps or out_of_time
-            log_now = t.step % cfg.log_every == 0 or t.step == 1 or last
-            if self.is_main:
-                self.progress.show(line, log_now)
-            if log_now:
-                self.write_log(rec)
-            t_eval = time.perf_counter()
-            if t.step % cfg.eval_every == 0 or last:
-                last_eval = self._evaluate()
-            if t.step % cfg.save_every == 0 or last:
-                self.save()
-            if t.step % cfg.eval_every == 0:
-                self._eval_s = time.perf_counter() - t_eval
-            if out_of_time:
-                self.log(f"time budget of {cfg.time_budget} min reached at step {t.step}")
-                break
-        self.progress.end()
-        if t.val_set is None:   # nothing to select on: the final weights are the model
-            self.save_best({})
-        chosen = ("the final weights, no validation pairs" if t.val_set is None else
-                  "best by greedy chrF on validation" if self.best_by() == "chrf" else "best by validation loss")
-        self.log(f"checkpoint: {self.out.resolve()} (model.pt = {chosen}"
-                 f"{', EMA weights' if t.ema is not None else ''}; load with minillm.checkpoint.load)")
-        return last_eval

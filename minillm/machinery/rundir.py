@@ -7,8 +7,11 @@
     cfg = resume_config(out, flags)          # --resume: the saved configuration, with the flags that may change
 
 The lock is an advisory lock (fcntl.flock) on <out>/.lock held while the run lives: the kernel drops it when the
-process ends, even by kill -9, so a crash never leaves a stale lock. Where fcntl does not exist (Windows) the
-run says so and goes on unlocked.
+process ends, even by kill -9, so a crash never leaves a stale lock. A run that ends (done, stopped, failed)
+deletes the file too. Where fcntl does not exist (Windows) the run says so and goes on unlocked.
+
+A fresh run needs a new or empty directory: one that holds a state is a run to --resume, and one with other
+files (those of a run stopped before its first save, or anything else) is refused rather than reused.
 """
 from __future__ import annotations
 
@@ -29,18 +32,35 @@ except ImportError:        # Windows
 LOCK_FILE = ".lock"
 
 
+def check_resumable(out) -> None:
+    """FileNotFoundError unless `out` is a run directory holding a state-*.pt file, said without repeating it."""
+    if not Path(out).is_dir():
+        raise FileNotFoundError(f"--resume: no such run directory: {out}" if not Path(out).exists() else
+                                f"--resume: {out} is not a directory")
+    if not ckpt.state_files(out):
+        raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {out}: nothing to resume (a run that "
+                                f"stopped before its first save)")
+
+
 class RunDirectory:
     def __init__(self, out, resume: bool):
         self.path, self.resume = Path(out), resume
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"--out {self.path} is a file; expected a directory for the run")
-        if resume and not ckpt.state_files(self.path):
-            raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {self.path}")
-        if not resume and ckpt.state_files(self.path):
+        if resume:
+            check_resumable(self.path)
+        elif ckpt.state_files(self.path):
             raise FileExistsError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
                                   f"another --out")
         self.created = not self.path.exists()       # a fresh run removes what it made if it fails to start
         self._existing = set() if self.created else {p.name for p in self.path.iterdir()}
+        # never reuse a directory silently: its files would be overwritten or mixed in (a stale .lock, the
+        # temporaries of a killed write, a .DS_Store: hidden files are not the user's work)
+        others = sorted(n for n in self._existing if not n.startswith("."))
+        if not resume and others:
+            raise FileExistsError(f"--out {self.path} is not empty ({', '.join(others[:4])}"
+                                  f"{', ...' if len(others) > 4 else ''}) and holds no saved state to resume; "
+                                  f"remove it or choose another --out")
         self._fd = None
 
     def acquire(self, log=print) -> None:
@@ -60,20 +80,37 @@ class RunDirectory:
             (self.path / runlog.LOG_FILE).unlink(missing_ok=True)   # a fresh run starts a fresh log
 
     def _lock(self) -> None:
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        for _ in range(10):
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise FileExistsError(f"--out {self.path} is in use by another training process (pid {holder}); "
+                                      f"wait for it to end or choose another --out") from None
+            # subtle: the holder deletes the file when it ends (release); a lock won on the deleted file's inode
+            # would lock nothing, so it counts only if the name still leads to the file that was locked.
+            if self._is_lock_file(fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode("ascii"))
+                self._fd = fd
+                return
             os.close(fd)
-            raise FileExistsError(f"--out {self.path} is in use by another training process (pid {holder}); "
-                                  f"wait for it to end or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
-        self._fd = fd
+        raise FileExistsError(f"--out {self.path}: the lock file keeps changing; is another run starting there?")
+
+    def _is_lock_file(self, fd) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path / LOCK_FILE))
+        except FileNotFoundError:               # deleted (or the directory moved away) since it was opened
+            return False
 
     def release(self) -> None:
+        """Drop the lock and delete the lock file: a finished run leaves no .lock behind (a killed one does,
+        unlocked: the kernel drops a dead process's locks, and the next run takes it over)."""
         if self._fd is not None:
+            if self._is_lock_file(self._fd):
+                (self.path / LOCK_FILE).unlink(missing_ok=True)   # while still locked: see _lock
             os.close(self._fd)                      # closing the descriptor drops the lock
             self._fd = None
 
@@ -100,9 +137,8 @@ def resume_config(out, overrides: dict, log=print) -> TrainConfig:
     """The TrainConfig saved in the newest usable state of run directory `out`, with `overrides` (the flags
     given on the command line) on top: those in RESUMABLE are applied and said; any other that differs from
     the saved value is a ValueError naming it. Fields this code no longer has are dropped."""
+    check_resumable(out)
     state = ckpt.latest_state(out, log=lambda *a: None)
-    if state is None:
-        raise FileNotFoundError(f"--resume: no state-*.pt checkpoint in {out}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in state["train_config"].items() if k in known}
     saved.setdefault("corpus", "")      # a run saved before retrieval existed read no corpus: it still reads none

@@ -7,7 +7,7 @@ A small JSON API (minillm.machinery.api) and one static page, served by the stan
 Routes::
 
     GET  /                 the page (minillm/machinery/static/index.html); ``/?q=...`` asks a question on load
-    GET  /static/<file>    the page's script and style sheet
+    GET  /static/<file>    the page's script, style sheet and icon (also at /favicon.ico, where browsers look)
     GET  /api/info         model config, parameter count, the server's limits and the default settings
     GET  /api/metrics      the training log (<run dir>/log.jsonl) parsed into a list of records
     POST /api/generate     {"question": "...", "strategy": "beam", ...} -> answer, per-token probabilities and
@@ -15,10 +15,14 @@ Routes::
 
 Robustness, in the order a request meets it (each bound is a field of ``Limits``):
 
-1. At most ``max_workers`` requests are handled at once; one more gets an immediate 503 with Retry-After.
-2. Request line, headers and body must arrive within ``request_deadline_s`` in all (a slow client gets 408).
+1. The request arrives at the reception (minillm.machinery.reception), one thread for every connection: the
+   request line and headers within ``header_deadline_s`` (else 408), the body within ``request_deadline_s``
+   (else 408), at most ``max_pending`` requests arriving at once (one more gets an immediate 503). A slow client
+   holds no worker.
+2. A complete request goes to a worker; at most ``max_workers`` work at once, one more gets an immediate 503
+   with Retry-After.
 3. The body is read only if its ``Content-Length`` is present, a number, and at most ``max_body_bytes``; else
-   the 411/400/413 is sent at once, before a byte of the body is read.
+   the 411/400/413 is sent at once, without waiting for the body.
 4. The body must be UTF-8 JSON holding an object (400), whose fields minillm.machinery.api checks against
    minillm.decoding.SETTINGS (400 naming the field). One request generates at a time (see ModelService).
 
@@ -30,7 +34,6 @@ import contextlib
 import io
 import json
 import pathlib
-import re
 import socket
 import sys
 import threading
@@ -43,66 +46,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from minillm.machinery.api import (ModelService, RequestError, TrainingLog, find_training_log, parse_generate_request,
                                    parse_json_body)
 from minillm.machinery.checkpoint import load
-
-STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
-
-# Only these file types are served from STATIC_DIR; anything else there is a 404.
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
-
-# The page loads nothing from anywhere else; the browser enforces it (and so the page works offline).
-CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
-
+from minillm.machinery.pagefiles import static_reply
+from minillm.machinery.reception import Reception, RequestReader, content_length
 
 # ----------------------------------------------------------------------------------------------------------------
 # HTTP
 # ----------------------------------------------------------------------------------------------------------------
-
-def _static_file(url_path):
-    """Map a URL path under /static/ (or "/") to a file in STATIC_DIR; RequestError 403/404 otherwise."""
-    if url_path == "/":
-        return STATIC_DIR / "index.html"
-    try:
-        relative = urllib.parse.unquote(url_path[len("/static/"):], errors="strict")
-    except UnicodeDecodeError:
-        raise RequestError(400, f"path {url_path!r:.100} is not percent-encoded UTF-8") from None
-    # subtle: unquote first, so "%2e%2e/" is seen as "../"; refuse any ".." segment, backslash or NUL outright,
-    # and then also check the resolved path (symlinks included) still lies inside STATIC_DIR.
-    parts = relative.split("/")
-    if any(part in ("..", ".") for part in parts) or "\\" in relative or "\x00" in relative:
-        raise RequestError(403, f"path {url_path!r:.100} leaves the static folder")
-    try:
-        path = (STATIC_DIR / relative).resolve()
-        found = path.is_relative_to(STATIC_DIR) and path.is_file() and path.suffix in CONTENT_TYPES
-    except OSError:  # e.g. a segment over the file system's 255 bytes: "File name too long", with our full path
-        found = False
-    if not found:
-        raise RequestError(404, f"no static file {url_path!r:.100}")
-    return path
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's receiving side that gives up at a fixed moment, however slowly the bytes trickle in.
-
-    subtle: a socket timeout bounds each read, not the request: a client sending one byte every 20 s never trips
-    a 30 s timeout. So each read here waits at most until ``deadline``; past it, reading raises TimeoutError."""
-
-    def __init__(self, sock, deadline, read_timeout):
-        self.sock, self.deadline, self.read_timeout = sock, deadline, read_timeout
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the request deadline passed")
-        self.sock.settimeout(min(remaining, self.read_timeout))
-        try:
-            return self.sock.recv_into(buffer)
-        finally:
-            self.sock.settimeout(self.read_timeout)  # sending the reply keeps the plain per-write timeout
-
 
 class Handler(BaseHTTPRequestHandler):
     """One request. The server object carries the shared state: ``server.service`` and ``server.training_log``."""
@@ -114,8 +63,8 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.rfile.close()  # the plain reader http.server made; reading goes through the deadline instead
-        deadline = time.monotonic() + self.server.service.limits.request_deadline_s
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.timeout))
+        arrived, deadline = self.server.arrivals.pop(self.connection, (b"", time.monotonic()))
+        self.rfile = io.BufferedReader(RequestReader(self.connection, arrived, deadline, self.timeout))
         self.body_read = False
 
     # --- responses -------------------------------------------------------------------------------------------
@@ -130,6 +79,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.server.release_worker(self.connection)   # the reply is out (one per connection: HTTP/1.0)
 
     def send_json(self, status, obj, extra_headers=()):
         # subtle: the byte-level tokenizer can decode to a lone surrogate (and JSON can carry one in), which UTF-8
@@ -149,7 +99,10 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def log_request(self, code="-", size="-"):
-        if not self.server.quiet:  # quiet drops the line per request; errors are always logged
+        # quiet drops the line per request; errors are always logged. The page polls /api/metrics every 5 s: a
+        # line per poll would bury everything else, so a poll that succeeds is never logged.
+        polled = str(code) == "200" and self.path == "/api/metrics"
+        if not self.server.quiet and not polled:
             super().log_request(code, size)
 
     def log_message(self, format, *args):
@@ -168,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, f"cannot parse the path {self.path!r:.100}") from None
             if path == "/api/generate":
                 allowed = ("POST",)
-            elif path in ("/api/info", "/api/metrics", "/") or path.startswith("/static/"):
+            elif path in ("/api/info", "/api/metrics", "/", "/favicon.ico") or path.startswith("/static/"):
                 allowed = ("GET", "HEAD")
             else:
                 raise RequestError(404, f"no such path {path!r:.100}")
@@ -200,25 +153,13 @@ class Handler(BaseHTTPRequestHandler):
     # --- handlers --------------------------------------------------------------------------------------------
 
     def _static(self, url_path):
-        path = _static_file(url_path)
-        headers = [("Cache-Control", "no-cache")]
-        if path.suffix == ".html":
-            headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-        self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], headers)
+        self._send(200, *static_reply(url_path))
 
     def _read_body(self):
-        """The request body, if its declared length is present, valid and within the limit. Every check comes
-        before the first byte of the body is read, so a refusal is sent at once."""
-        declared = self.headers.get("Content-Length")
-        if declared is None:
-            raise RequestError(411, "a Content-Length header is required")
-        # subtle: str.isdigit() also accepts "²" (which int() refuses), and int() refuses 5,000 digits outright.
-        if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
-            raise RequestError(400, f"Content-Length must be an integer of 1 to 18 digits, got {declared[:40]!r}")
-        length = int(declared)
+        """The request body (the reception has read it), if its declared length is present, valid and within the
+        limit: every check comes first, so a refusal is sent at once."""
         limits = self.server.service.limits
-        if length > limits.max_body_bytes:
-            raise RequestError(413, f"the request body is {length} bytes; the limit is {limits.max_body_bytes}")
+        length = content_length(self.headers.get("Content-Length"), limits.max_body_bytes)
         try:
             body = self.rfile.read(length)
         except TimeoutError:
@@ -229,26 +170,18 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _discard_body(self):
-        """After an error reply to a request whose body was not read: drop what the client still sends.
-
-        subtle: closing a socket with unread bytes in it sends a TCP reset, and a client still sending its body
-        may then lose our reply. So the reply goes first (a 413 never waits for the body); then we close our
-        sending side and drop what arrives until the client closes, the deadline or a byte bound ("lingering
-        close", as Apache calls it)."""
+        """After an error reply to a request whose body was not read: the reception drops what the client still
+        sends (Reception.linger), so the worker is free at once."""
         self.close_connection = True
         if self.body_read or self.command not in ("POST", "PUT", "PATCH"):
             return
         self.body_read = True
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            remaining = 8 * self.server.service.limits.max_body_bytes + 1_048_576
-            while remaining > 0:
-                chunk = self.rfile.read1(min(remaining, 65_536))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:  # the deadline passed or the client reset the connection: it has our reply, or never will
-            pass
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)   # the reply is complete; the client sees its end
+            if self.server.reception.linger(self.connection, 8 * self.server.service.limits.max_body_bytes
+                                            + 1_048_576):
+                self.server.lingering.add(self.connection)
 
     def _generate(self):
         service = self.server.service
@@ -259,15 +192,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class _Refusal(Handler):
-    """The reply to a connection beyond Limits.max_workers: an immediate 503, sent by the accepting thread. It
-    waits for nothing, not even the request line (that would stall the thread that accepts every connection),
-    and drops only what has already arrived (see Handler._discard_body)."""
+    """The reply to a request beyond Limits.max_workers (or a connection beyond Limits.max_pending): an
+    immediate 503, sent by the reception or the accepting thread. It waits for nothing (that would stall the
+    thread that serves every connection), and drops only what has already arrived."""
 
     def handle(self):
         self.close_connection = True
         self.request_version, self.requestline, self.command = "HTTP/1.0", "(refused: too many requests)", None
         limits = self.server.service.limits
-        self.send_json(503, {"error": f"the server is busy ({limits.max_workers} requests at once); try again"},
+        self.send_json(503, {"error": f"the server is busy ({limits.max_workers} requests at once, "
+                                      f"{limits.max_pending} arriving); try again"},
                        [("Retry-After", str(limits.retry_after_s))])
         self.connection.setblocking(False)
         try:
@@ -282,6 +216,7 @@ class Server(ThreadingHTTPServer):
     """ThreadingHTTPServer with at most Limits.max_workers request threads, and a log free of vanished clients."""
 
     daemon_threads = True  # a stuck request thread never keeps the process alive
+    request_queue_size = 128  # connections the kernel holds until accepted; socketserver's 5 made the 6th wait 1 s
 
     def __init__(self, address, service, training_log, quiet=False, log=None):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET  # "::1" is IPv6
@@ -289,25 +224,61 @@ class Server(ThreadingHTTPServer):
         self.service, self.training_log, self.quiet = service, training_log, quiet
         self.log = log if log is not None else sys.stderr
         self.workers = threading.BoundedSemaphore(service.limits.max_workers)
+        self.arrivals, self.lingering = {}, set()   # socket -> (its request's bytes, deadline); sockets draining
+        self.held, self.held_lock = set(), threading.Lock()   # the sockets whose request holds a worker slot
+        self.reception = Reception(service.limits, self.dispatch)
+
+    def _refuse(self, request, client_address):
+        with contextlib.suppress(OSError):  # the client may be gone already; it is closed either way
+            _Refusal(request, client_address, self)
+        self.shutdown_request(request)
 
     def process_request(self, request, client_address):
-        """Runs on the accepting thread: hand the connection to a new worker thread, or refuse it at once."""
+        """Runs on the accepting thread: the reception reads the request (or, when full, a 503 at once)."""
+        if not self.reception.add(request, client_address):
+            self._refuse(request, client_address)
+
+    def dispatch(self, request, client_address, arrived, deadline):
+        """Runs on the reception's thread with a complete request: a worker thread answers it, or a 503."""
         if not self.workers.acquire(blocking=False):
-            with contextlib.suppress(OSError):  # the client may be gone already; it is closed either way
-                _Refusal(request, client_address, self)
-            self.shutdown_request(request)
+            self._refuse(request, client_address)
             return
+        self.arrivals[request] = (arrived, deadline)
+        with self.held_lock:
+            self.held.add(request)
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started (the system is out of threads): the slot is free again
-            self.workers.release()
+            self.arrivals.pop(request, None)
+            self.release_worker(request)
             raise
+
+    def release_worker(self, request):
+        """Give back the worker slot `request` holds, once: as soon as its reply is written (a client may send
+        its next request the moment it has read a reply: with one worker it once got a 503), or when its
+        thread ends without a reply. A connection refused with a 503 holds none."""
+        with self.held_lock:
+            if request not in self.held:
+                return
+            self.held.discard(request)
+        self.workers.release()
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.workers.release()
+            self.release_worker(request)
+
+    def shutdown_request(self, request):
+        """Close a connection, unless the reception took it back to drain (Handler._discard_body)."""
+        if request in self.lingering:
+            self.lingering.discard(request)
+            return
+        super().shutdown_request(request)
+
+    def server_close(self):
+        super().server_close()
+        self.reception.close()
 
     def handle_error(self, request, client_address):
         """Called with an exception that escaped a request's handler: a vanished client is nothing to report."""
@@ -345,6 +316,31 @@ def serve(checkpoint_dir, host="127.0.0.1", port=8000, log_path=None, device="cp
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("minillm: stopped")
+        pass
     finally:
         server.server_close()
+        finish_answer(server)
+    print("minillm: stopped", flush=True)
+
+
+def finish_answer(server, wait_s: float = 120.0) -> None:
+    """Called once the server has stopped listening: let the requests under way finish, and no waiting one start.
+
+    subtle: request threads are daemon threads; one still inside torch (the GIL released) when the interpreter
+    exits makes the process abort ("terminate called without an active exception", core dumped:
+    pytorch/pytorch#38228). Ctrl-C during an answer did exactly that. So: requests still waiting for the model
+    get a 503, and this waits (bounded) until every worker slot is free again, i.e. no request thread is left."""
+    server.service.stopping.set()
+    slots, deadline, said = server.service.limits.max_workers, time.monotonic() + wait_s, False
+    try:
+        for _ in range(slots):
+            if server.workers.acquire(blocking=False):
+                continue
+            if not said:
+                print("minillm: finishing the answer under way (Ctrl-C again stops at once)", flush=True)
+                said = True
+            if not server.workers.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                print(f"minillm: warning: a request was still running after {wait_s:.0f} s", flush=True)
+                return
+    except KeyboardInterrupt:
+        print("minillm: stopping at once; the answer under way is cut", flush=True)

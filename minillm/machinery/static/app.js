@@ -28,6 +28,10 @@ const I18N = {
     value_null: "yok", value_true: "evet", value_false: "hayır",
     ask_button: "Sor",
     answer_title: "Cevap", answer_empty: "Henüz soru sorulmadı.",
+    language_note: "Model Türk hukukuyla ilgili soruları Türkçe cevaplar: yalnızca Türkçe hukuk soru–cevaplarıyla " +
+      "eğitildi, başka dilde ya da başka konudaki bir soruya ilgisiz bir cevap verir.",
+    foreign_question: "Bu soru Türkçe görünmüyor: model yalnızca Türk hukuku sorularını Türkçe cevaplar; aşağıdaki " +
+      "cevap büyük olasılıkla soruyla ilgisiz. Soruyu Türkçe sorun.",
     // Retrieval: the passages read after the question (/api/generate's sources), each a segment of the encoder input.
     sources_title: "Kaynaklar",
     sources_hint: (n) => `Model cevap vermeden önce sorudan sonra bu ${n} pasajı okudu, bu sırayla; kodlayıcı ` +
@@ -71,7 +75,7 @@ const I18N = {
     axis_source: "kodlayıcının okuduğu token'lar →",
     cell_text: (i, a, j, q, w, where) => `cevap #${i} «${a}» ← ${where ?? "soru"} #${j} «${q}»: ağırlık ${w}`,
     attention_kind: "Dikkat", kind_cross: "çapraz dikkat (soru → cevap)",
-    kind_self: "öz-dikkat (cevap → önceki cevap token'ları)",
+    kind_self: "öz-dikkat (cevap → önceki token'ları)",
     self_attention_hint: "Öz-dikkat (self-attention): her satır bir cevap token'ı, her sütun kod çözücünün o adımda " +
       "okuyabildiği önceki bir token (<bos>, sonra daha önce yazılan cevap token'ları); nedensel maske yüzünden " +
       "köşegenin üstü hep boştur: model henüz yazılmamış bir token'a bakamaz.",
@@ -170,6 +174,11 @@ const I18N = {
     value_null: "none", value_true: "yes", value_false: "no",
     ask_button: "Ask",
     answer_title: "Answer", answer_empty: "No question asked yet.",
+    language_note: "The model answers questions on Turkish law, in Turkish: it was trained on Turkish legal Q&A " +
+      "only, so a question in English (or on another subject) gets an unrelated Turkish answer.",
+    foreign_question: "This question does not look Turkish: the model answers questions on Turkish law, in " +
+      "Turkish, so the answer below is most likely unrelated. Ask in Turkish (for example: «Kira sözleşmesi " +
+      "nasıl feshedilir?»).",
     sources_title: "Sources",
     sources_hint: (n) => `Before answering, the model read ${n === 1 ? "this passage" : `these ${n} passages`} ` +
       "after the question, in this order; the encoder input and the heatmap mark each with the same number and colour.",
@@ -213,7 +222,7 @@ const I18N = {
     axis_source: "tokens the encoder read →",
     cell_text: (i, a, j, q, w, where) => `answer #${i} «${a}» ← ${where ?? "question"} #${j} «${q}»: weight ${w}`,
     attention_kind: "Attention", kind_cross: "cross-attention (question → answer)",
-    kind_self: "self-attention (answer → earlier answer tokens)",
+    kind_self: "self-attention (answer → its earlier tokens)",
     self_attention_hint: "Self-attention: each row is an answer token, each column an earlier token the decoder " +
       "could read at that step (<bos>, then the answer tokens written before); the causal mask keeps everything " +
       "above the diagonal empty: the model cannot look at a token not yet written.",
@@ -240,7 +249,8 @@ const I18N = {
     log_status: (n, p, t) => `${n} records, ${p} — refreshed every 5 seconds (last: ${t}).`,
     no_attention: "No attention weights for this answer.",
     run_info: (dev, prec, ntr, nval, world) =>
-      `Training: ${dev} (${world} process(es)), ${prec}; ${ntr} training and ${nval} validation pairs.`,
+      `Training: ${dev} (${world === 1 ? "1 process" : `${world} processes`}), ${prec}; ${ntr} training and ` +
+      `${nval} validation pairs.`,
     chart_loss: "Loss", chart_ppl: "Validation perplexity", chart_text: "BLEU / chrF (validation)",
     chart_lr: "Learning rate", lr: "learning rate", step: "step", train: "train", val: "validation",
     no_data: "no data yet",
@@ -772,10 +782,21 @@ function renderSourceTokens(body) {
   });
 }
 
+// A question that is plainly not Turkish: no Turkish letter, and two or more common English words. The model
+// then answers something unrelated in Turkish, and the page says why instead of letting the answer look wrong.
+const ENGLISH_WORDS = new Set(["the", "what", "is", "are", "how", "does", "do", "can", "of", "in", "a", "an", "to",
+  "which", "who", "when", "why", "my", "i", "law", "right", "rights", "constitution"]);
+function looksForeign(question) {
+  if (/[çğıöşüÇĞİÖŞÜ]/.test(question)) return false;
+  const words = question.toLowerCase().match(/[a-z]+/g) || [];
+  return words.filter((w) => ENGLISH_WORDS.has(w)).length >= 2;
+}
+
 function renderAnswer(body) {
   const answer = $("answer");
   answer.dataset.state = "done";
   answer.textContent = body.answer;
+  $("answer-note").hidden = !looksForeign(body.question);
   $("status").textContent = t("done_status", num(body.ids.length),
     num(body.elapsed_s, { maximumSignificantDigits: 3 }),
     body.tokens_per_s === null ? "–" : num(body.tokens_per_s, { maximumFractionDigits: 1 }));
@@ -870,11 +891,12 @@ function buildHeatmapSelectors(body) {
   if (!att || att.length === 0) return;
   const L = att.length;
   const H = att[0].length;
-  for (let l = 0; l < L; l++) layerSel.add(new Option(String(l + 1), String(l)));
+  // Numbered from 0, as the model's modules and the lesson's printer number them ("decoder layer 3 of 0..3").
+  for (let l = 0; l < L; l++) layerSel.add(new Option(String(l), String(l)));
   layerSel.add(new Option(t("mean_layers"), "mean"));
   layerSel.value = String(L - 1);  // the last layer: the one closest to the output
   headSel.add(new Option(t("mean_heads"), "mean"));
-  for (let h = 0; h < H; h++) headSel.add(new Option(String(h + 1), String(h)));
+  for (let h = 0; h < H; h++) headSel.add(new Option(String(h), String(h)));
   headSel.value = "mean";
 }
 
@@ -1187,6 +1209,7 @@ function renderMetrics(data) {
     S("chrF", "eval", ["chrf"], COLORS[3]),
   ]);
   drawLineChart($("chart-lr"), t("chart_lr"), [S(t("lr"), "train", ["lr"], COLORS[0])]);
+  $("charts").dataset.state = "drawn";
 
   // The run's "info" record (written once at step 0): where and how it trains.
   const info = recs.find((r) => r.kind === "info");
@@ -1284,6 +1307,9 @@ async function start() {
   const lang = params.get("lang");
   if (lang === "en" || lang === "tr") state.lang = lang;
   applyLanguage();
+  // The curves load at once, beside the model's info, and are drawn before any question is asked: started after
+  // them and never awaited, they once lost the race to the answer, and the page looked done with a blank card.
+  const metrics = loadMetrics();
   try {
     await loadInfo();
   } catch (err) {
@@ -1294,7 +1320,7 @@ async function start() {
     problems.unshift(() => t("url_bad", "lang", t("language"), t("must_lang", lang)));
   }
   updateInactiveControls();
-  loadMetrics();
+  await metrics;
   setInterval(loadMetrics, 5000);  // while a run goes, its curves grow
   if (params.has("q")) $("question").value = params.get("q");
   if (problems.length) {
