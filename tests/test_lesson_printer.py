@@ -6,6 +6,7 @@ replaying the printed merges) and compares them with the printed text, on the sm
 Also: the fixed stage names and first lines the lesson's chapters embed, the command line's one-line errors,
 and beam_search_one's on_step callback, which the beam stage draws its tree from.
 """
+import dataclasses
 import math
 import re
 import subprocess
@@ -19,16 +20,21 @@ import torch.nn.functional as F
 from minillm.attention import causal_mask, padding_mask
 from minillm.batching import pad
 from minillm.beam import beam_search_one
+from minillm.corpus import article_references, training_corpus
 from minillm.data import clean_text, encode_source
 from minillm.decoding import GenerationConfig, never_generated
-from minillm.generation import source_length
+from minillm.generation import encode_question, source_length
 from minillm.machinery import lesson as printer
+from minillm.machinery import probes, reading
+from minillm.machinery.corpusfile import read_articles
+from minillm.model import Seq2Seq
+from minillm.retrieval import MIN_ROOM, Retriever, bm25_textbook, terms
 from minillm.tokenizer import BYTE_OFFSET, FIRST_MERGE_ID, PATTERN
 from test_generation import random_model   # random_model: see its docstring
 
 QUESTION = "Anayasanın 2. maddesi neyi düzenler?"
-NAMES = ["model", "clean", "bpe", "ids", "batches", "masks", "residual", "attention", "logits", "kv-cache", "beam",
-         "loss", "answer"]
+NAMES = ["model", "clean", "bpe", "ids", "retrieve", "source", "batches", "masks", "residual", "attention", "logits",
+         "copy", "kv-cache", "beam", "loss", "answer"]
 REPO = printer.SAMPLE.parent.parent
 
 
@@ -40,6 +46,16 @@ def lesson():
 @pytest.fixture(scope="module")
 def output(lesson):
     return {name: printer.render(lesson, name) for name in printer.STAGES}
+
+
+@pytest.fixture(scope="module")
+def wide(lesson):
+    """The same weights reading three passages (2 article places, then 1 answer place; make train reads
+    TrainConfig's, fewer): the stages that take the source apart must hold for several passages too."""
+    model = Seq2Seq(lesson.model.cfg)
+    model.load_state_dict(lesson.model.state_dict())
+    model.retriever = Retriever(training_corpus(read_articles(reading.LAW), lesson.pairs), articles=2, pairs=1)
+    return printer.Lesson(model, lesson.tokenizer, QUESTION, lesson.source, lesson.pairs)
 
 
 def ask(lesson, question):
@@ -76,8 +92,8 @@ def test_a_full_run_prints_every_stage_once_in_the_fixed_order(capsys):
     headers = [line for line in out.splitlines() if line.startswith("== ")]
     assert [re.fullmatch(r"== (\S+): .+ ==", h).group(1) for h in headers] == NAMES
     first = out.splitlines()[1]
-    assert first == ("model: freshly initialised, seed 0, tokenizer trained on data/sample.json: its answers are "
-                     "noise")
+    assert first == ("model: freshly initialised, seed 0, tokenizer trained on data/sample.json and "
+                     "data/anayasa.json, which it reads: its answers are noise")
     assert "DIFFERENT" not in out
 
 
@@ -177,10 +193,147 @@ def test_the_printed_merges_replayed_in_order_give_the_tokenizers_encoding(lesso
 
 
 def test_ids_are_what_generation_feeds_the_encoder(lesson, output):
-    src_ids, _ = encode_source(lesson.tokenizer, QUESTION, source_length(lesson.model))
-    rows = [line.split() for line in output["ids"][3:]]
-    assert [int(r[1]) for r in rows] == src_ids and [int(r[0]) for r in rows] == list(range(len(src_ids)))
-    assert output["ids"][1].endswith(f"S = {len(src_ids)}") and src_ids[-1] == lesson.tokenizer.eos_id
+    assert lesson.src_ids == lesson.greedy.src_ids                             # what generate() itself read
+    question, _ = encode_source(lesson.tokenizer, QUESTION, source_length(lesson.model))   # the question alone
+    rows = [line.split() for line in output["ids"][4:]]
+    assert [int(r[1]) for r in rows] == question and [int(r[0]) for r in rows] == list(range(len(question)))
+    assert lesson.src_ids[:len(question)] == question and len(lesson.src_ids) > len(question)   # then passages
+    assert output["ids"][2] == (f"then <eos>; then {len(lesson.src_ids) - len(question)} tokens of passages (stage "
+                                f"source): S = {len(lesson.src_ids)}")
+
+
+def quoted(words) -> str:
+    return " ".join(f"'{w}'" for w in words)
+
+
+def test_retrieve_prints_the_terms_the_named_article_and_bm25s_own_scores(wide):
+    lesson = wide
+    lines, query = printer.render(lesson, "retrieve"), terms(QUESTION)
+    assert query == ["anay", "2", "madd", "neyi", "düze"] and lines[1].endswith(": " + quoted(query))
+    assert article_references(QUESTION) == [2] and "article(s) 2, looked up by number first" in lines[2]
+    # the fresh model's corpus, built again here, and scored by the textbook formula loop by loop: the law and the
+    # training answers are indexed apart
+    passages = training_corpus(read_articles(reading.LAW), lesson.pairs)
+    law, answers = [p for p in passages if p.article is not None], [p for p in passages if p.article is None]
+    assert f"{len(law)} article passages and {len(answers)} training answers" in lines[3]
+    score, key = {}, {p.id: terms(p.key) for p in passages}
+    for docs in (law, answers):
+        score.update(zip([p.id for p in docs], bm25_textbook(query, [key[p.id] for p in docs])))
+
+    def best(docs, but=()):      # the highest textbook score, ties to the earlier passage
+        return min((p for p in docs if p.id not in but), key=lambda p: (-score[p.id], docs.index(p))).id
+    rows = [re.fullmatch(r"  \d\. (\S+) +(reference|bm25) +BM25 +(\S+)  shares (.+?): (.+)", line)
+            for line in lines[5:-1]]
+    # the places: the named article first, then the best other article, then the best training answer
+    assert [(r[1], r[2]) for r in rows] == [("md2", "reference"), (best(law, ["md2"]), "bm25"),
+                                            (best(answers), "bm25")]
+    assert [r[1] for r in rows] == [h.passage.id for h in lesson.sources]        # what the encoder was given
+    for r in rows:
+        assert float(r[3]) == pytest.approx(score[r[1]], abs=6e-4)
+        assert r[4] == (quoted(w for w in dict.fromkeys(query) if w in key[r[1]]) or "no term")
+    # Article 2 shares no word with its question: BM25 alone ranks it below every passage that shares one.
+    i = [p.id for p in law].index("md2")
+    rank = 1 + sum(score[p.id] > score["md2"] for p in law) + sum(score[p.id] == score["md2"] for p in law[:i])
+    assert score["md2"] == 0 and rank > len([p for p in law if score[p.id] > 0])
+    assert lines[-1] == (f"article 2 by BM25 alone: rank {rank} of {len(law)}, score 0.000: it shares no term with "
+                         "the question, only its number finds it")
+
+
+def test_retrieve_says_when_the_model_reads_no_passages(lesson):
+    retriever, lesson.model.retriever = lesson.model.retriever, None
+    try:
+        plain = ask(lesson, QUESTION)
+        lines = printer.render(plain, "retrieve")
+    finally:
+        lesson.model.retriever = retriever
+    assert plain.sources == [] and plain.src_ids == encode_source(lesson.tokenizer, QUESTION, 320)[0]
+    assert lines[-1].startswith("this model reads no passages") and len(lines) == 4
+
+
+SOURCE_ROW = re.compile(r" *(\d+)-(\d+) +(\d+)\+1  (?:question|passage (\d) \((\S+)\), (reference|bm25))"
+                        r"(?:, cut from (\d+))?: '(.*)'")
+
+
+def source_rows(lesson):
+    lines = printer.render(lesson, "source")
+    assert lines[1].startswith(f"retrieval.encoder_input (through generation.encode_question): question <eos> "
+                               f"passage <eos> …, S = {len(lesson.src_ids)} of max_src_len = "
+                               f"{source_length(lesson.model)}")
+    return lines, [SOURCE_ROW.fullmatch(line) for line in lines[3:-2]]
+
+
+def test_source_takes_the_encoder_input_apart_at_each_eos(wide):
+    lesson = wide
+    tok, src = lesson.tokenizer, lesson.src_ids
+    lines, rows = source_rows(lesson)
+    assert all(rows) and len(rows) == 1 + len(lesson.sources) == 4
+    position = 0
+    for row, hit in zip(rows, [None] + lesson.sources):
+        start, end, n = int(row[1]), int(row[2]), int(row[3])
+        assert start == position and end - start == n and src[end] == tok.eos_id and tok.eos_id not in src[start:end]
+        if hit is None:                                     # the question, whole, as it is encoded alone
+            assert src[:end + 1] == encode_source(tok, QUESTION, source_length(lesson.model))[0]
+        else:                                               # the passage's own tokens from its start, in order
+            whole = tok.encode(hit.passage.text)
+            assert (row[5], row[6]) == (hit.passage.id, hit.how) and src[start:end] == whole[:n]
+            assert row[7] is None and n == len(whole)       # S = 320 leaves room: nothing is cut
+        position = end + 1
+    assert position == len(src)
+    assert lines[-2].startswith(f"<eos> at {', '.join(r[2] for r in rows)}; the question comes first")
+
+
+def test_a_short_source_cuts_a_passage_at_its_end_and_leaves_out_what_does_not_fit(wide):
+    lesson = wide                                           # three places: the one passage that fits is the first
+    model = Seq2Seq(dataclasses.replace(lesson.model.cfg, max_src_len=40))
+    model.retriever = lesson.model.retriever
+    short = printer.Lesson(model, lesson.tokenizer, QUESTION, lesson.source, lesson.pairs)
+    _, rows = source_rows(short)
+    question = encode_source(lesson.tokenizer, QUESTION, 40)[0]
+    assert len(short.src_ids) == 40 and short.src_ids[:len(question)] == question     # the question untouched
+    first = lesson.sources[0].passage
+    assert len(rows) == 2 and rows[1][5] == first.id and int(rows[1][3]) == 40 - len(question) - 1
+    assert int(rows[1][7]) == len(lesson.tokenizer.encode(first.text)) > int(rows[1][3])   # "cut from N"
+    assert 40 - len(short.src_ids) - 1 < MIN_ROOM and len(short.sources) == 1              # no room for another
+
+
+COPY_ROW = re.compile(r" *(\d+)  (\S+) +(\S+) +(\d+) (\S+) +(question|passage \d \(\S+\)) +(\S+) +(\S+) = "
+                      r"(\S+) \+ (\S+)")
+
+
+def test_the_copy_stage_splits_each_answer_tokens_probability_into_written_and_copied(lesson, output):
+    model, src, ids = lesson.model, lesson.src_ids, lesson.greedy.ids
+    rows = [COPY_ROW.fullmatch(line) for line in output["copy"][4:-1]]
+    assert all(rows) and len(rows) == 12 and output["copy"][-1] == f"… and {len(ids) - 12} more answer tokens"
+    parts = reading.segments(src, lesson.tokenizer.eos_id, lesson.sources)
+    for t, row in enumerate(rows):
+        token, p_gen, j, a, p, written, copied = (row[2], float(row[3]), int(row[4]), float(row[7]), float(row[8]),
+                                                  float(row[9]), float(row[10]))
+        assert int(row[1]) == t and token == printer.diagrams.label(lesson.greedy.tgt_tokens[t], 12)
+        # p is the model's own: generate's cached decoding gave the same probability to the token it chose
+        assert p == pytest.approx(dict(lesson.greedy.steps[t]["raw"])[ids[t]], abs=6e-5)
+        assert written + copied == pytest.approx(p, abs=2e-4) and 0 < p_gen < 1 and 0 < a <= 1
+        assert row[5] == printer.diagrams.label(lesson.tokens([src[j]])[0], 12)
+        assert row[6] == next(name for start, end, name in parts if start <= j <= end)
+    # the written part is p_gen times the plain decoder's softmax: the same model without its copy head
+    p_gen, _, written, copied, p = probes.copy_parts(model, src, ids)
+    head, model.copy = model.copy, None
+    try:
+        with torch.inference_mode():
+            plain = model(torch.tensor([src]), torch.tensor([[model.cfg.bos_id] + ids]))[0].softmax(-1)   # (T+1, V)
+    finally:
+        model.copy = head
+    torch.testing.assert_close(written, p_gen * plain[torch.arange(len(ids)), ids], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(written + copied, p, rtol=1e-5, atol=1e-7)
+
+
+def test_the_copy_stage_says_when_the_model_has_no_copy_head(lesson):
+    head, lesson.model.copy = lesson.model.copy, None
+    try:
+        lines = printer.render(ask(lesson, QUESTION), "copy")
+    finally:
+        lesson.model.copy = head
+    assert lines[1:] == ["this model has no copy head (ModelConfig.copy = False): every answer token is written from "
+                         "the vocabulary, h · Eᵀ"]
 
 
 def test_batches_are_drawn_slot_by_slot_and_sorting_by_length_saves_padding(output):
@@ -204,8 +357,9 @@ def test_batches_are_drawn_slot_by_slot_and_sorting_by_length_saves_padding(outp
 
 def test_the_mask_grids_are_attentions_masks_cell_by_cell(lesson, output):
     lines, pad_id = output["masks"], lesson.model.cfg.pad_id
-    second = encode_source(lesson.tokenizer, printer.shorter_question(QUESTION), source_length(lesson.model))[0]
-    is_real = padding_mask(pad([lesson.src_ids, second], pad_id), pad_id)          # (2, S)
+    mine, second = (encode_source(lesson.tokenizer, q, source_length(lesson.model))[0]     # the questions alone
+                    for q in (QUESTION, printer.shorter_question(QUESTION)))
+    is_real = padding_mask(pad([mine, second], pad_id), pad_id)                     # (2, S)
     S, T = is_real.size(1), min(6, len(lesson.greedy.ids) + 1)
     assert grid(lines, "padding mask") == is_real.tolist() and not all(is_real[1])
     assert grid(lines, "encoder self-attention mask") == [is_real[1].tolist()] * S
@@ -215,7 +369,7 @@ def test_the_mask_grids_are_attentions_masks_cell_by_cell(lesson, output):
 
 def test_the_residual_rows_are_the_stream_after_each_block(lesson, output):
     cfg, model = lesson.model.cfg, lesson.model
-    norms = printer.residual_norms(lesson)
+    norms = probes.residual_norms(model, lesson.src_ids, lesson.answer_in_ids)
     assert len(norms) == 1 + cfg.n_encoder_layers + 1 + 1 + cfg.n_decoder_layers + 1
     assert [name for name, _ in norms][1:cfg.n_encoder_layers + 2] == [
         f"encoder block {i}" for i in range(cfg.n_encoder_layers)] + ["encoder final norm"]
@@ -231,14 +385,87 @@ def test_the_residual_rows_are_the_stream_after_each_block(lesson, output):
         == pytest.approx([v for _, v in norms], abs=1e-3)
 
 
-def test_the_attention_grid_is_generates_cross_attention(lesson, output):
-    weights = lesson.greedy.cross_attention[-1, 0]                              # (T, S): last layer, head 0
-    rows = [line for line in output["attention"][3:] if "│" in line]
-    assert len(rows) == min(12, weights.size(0))
-    for line, row in zip(rows, weights):
-        cells = line.split("│", 1)[1].split("→")[0].split()
-        assert [float(c) for c in cells] == pytest.approx(row.tolist(), abs=0.006)
-        assert line.split("→ ")[1] == printer.diagrams.label(lesson.greedy.src_tokens[int(row.argmax())], 10)
+def test_sum_passages_keeps_the_question_and_sums_each_passage_by_hand():
+    weights = torch.tensor([[.1, .2, .3, .1, .2, .1], [.5, .0, .0, .25, .0, .25]])       # (T, S) = (2, 6)
+    parts = [(0, 1, "question"), (2, 3, "passage 1"), (4, 5, "passage 2")]             # <eos> at 1, 3, 5
+    torch.testing.assert_close(reading.sum_passages(weights, parts),
+                               torch.tensor([[.1, .2, .4, .3], [.5, .0, .25, .25]]))
+    assert reading.sum_passages(weights, [(0, 5, "question")]).equal(weights)            # no passage: as it was
+
+
+def model_cross_attention(lesson, layer=-1, head=0) -> torch.Tensor:
+    """(T, S): one head's cross-attention over the source for the greedy answer, from the model itself: the
+    answer teacher-forced through decode_step(need_weights=True), not generate's details the stage prints."""
+    model, cfg = lesson.model, lesson.model.cfg
+    with torch.inference_mode():
+        enc_out, src_mask = model.encode(lesson.src)                                  # (1, S, C), (1, S)
+        cache = model.make_cache(enc_out, src_mask, lesson.src)
+        tgt_in = torch.tensor([[cfg.bos_id] + lesson.greedy.ids[:-1]])                # (1, T)
+        _, cross, _ = model.decode_step(tgt_in, cache, need_weights=True)             # N × (1, H, T, S)
+    return cross[layer][0, head]
+
+
+def attention_grid(lines):
+    """(column labels, [(row cells, the → note)]) of the attention stage's grid."""
+    top = next(i for i, line in enumerate(lines) if line.startswith("writes"))
+    rows = [line.split("│", 1)[1].split("  → ") for line in lines[top + 2:] if "│" in line]
+    return lines[top].split("│", 1)[1].split(), [([float(c) for c in cells.split()], note) for cells, note in rows]
+
+
+@pytest.mark.parametrize("which", ["lesson", "wide"])
+def test_the_attention_grid_keeps_the_question_and_sums_each_passage(request, which):
+    lesson = request.getfixturevalue(which)
+    lines, src, label = printer.render(lesson, "attention"), lesson.src_ids, printer.diagrams.label
+    weights = model_cross_attention(lesson)                                            # (T, S)
+    assert weights.shape == (len(lesson.greedy.ids), len(src)) and len(weights) > 1
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(len(weights)))        # a row of weights sums to 1
+    # the parts, found here by their closing <eos>: the question's Q positions, then each passage's
+    ends = [i for i, x in enumerate(src) if x == lesson.tokenizer.eos_id]
+    Q, passages = ends[0] + 1, list(zip([end + 1 for end in ends[:-1]], ends[1:]))
+    assert len(passages) == len(lesson.sources) >= 1 and ends[-1] == len(src) - 1    # every position in a part
+    columns, rows = attention_grid(lines)
+    assert columns == [label(t, 5) for t in lesson.greedy.src_tokens[:Q]] + [f"Σp{k}" for k in
+                                                                              range(1, len(passages) + 1)]
+    for k, ((start, end), hit) in enumerate(zip(passages, lesson.sources), 1):
+        assert any(line.startswith(f"Σp{k} = passage {k} ({hit.passage.id}), positions {start}-{end}: ")
+                   for line in lines)
+    assert len(rows) == min(12, len(weights))
+    for (cells, note), w in zip(rows, weights):
+        assert len(cells) == Q + len(passages)
+        assert cells[:Q] == pytest.approx(w[:Q].tolist(), abs=0.006)                  # the question, unchanged
+        assert cells[Q:] == pytest.approx([float(w[a:b + 1].sum()) for a, b in passages], abs=0.006)
+        assert sum(cells) == pytest.approx(1, abs=0.005 * len(cells))                 # still sums to 1
+        j = int(w.argmax())                                                           # the token read most
+        k = next((k for k, (a, b) in enumerate(passages, 1) if a <= j <= b), None)
+        assert note == label(lesson.greedy.src_tokens[j], 10) + (f" in p{k}" if k else "")
+
+
+def test_the_attention_grid_of_a_model_that_reads_no_passage_is_the_questions_tokens(lesson):
+    retriever, lesson.model.retriever = lesson.model.retriever, None
+    try:
+        plain = ask(lesson, QUESTION)
+        lines = printer.render(plain, "attention")
+        weights = model_cross_attention(plain)                                         # (T, S)
+    finally:
+        lesson.model.retriever = retriever
+    columns, rows = attention_grid(lines)
+    assert columns == [printer.diagrams.label(t, 5) for t in plain.greedy.src_tokens] and "Σ" not in "".join(lines)
+    assert plain.sources == [] and len(rows) == min(12, len(weights)) > 1
+    for (cells, _), w in zip(rows, weights):
+        assert cells == pytest.approx(w.tolist(), abs=0.006)
+
+
+# the widest line a stage may draw, in characters: a Markdown code block a page wide; the heatmap narrower still
+WIDEST = {"attention": 130, "ids": 160, "retrieve": 160, "source": 160, "masks": 160, "copy": 160}
+
+
+@pytest.mark.parametrize("which", ["lesson", "wide"])
+def test_no_stage_that_reads_the_passages_draws_a_line_wider_than_a_page(request, which):
+    lesson = request.getfixturevalue(which)
+    assert len(lesson.src_ids) > 100                  # one column a source token would be 600 characters and more
+    for name, widest in WIDEST.items():
+        lines = printer.render(lesson, name)
+        assert max(map(len, lines)) <= widest, (name, max(lines, key=len))
 
 
 def test_the_sampling_knobs_are_the_processors_on_step_0(lesson, output):
@@ -302,7 +529,7 @@ def test_the_loss_of_a_sample_question_scores_the_samples_answer(lesson):
     tok, cfg = lesson.tokenizer, lesson.model.cfg
     target = tok.encode(answer) + [cfg.eos_id]
     with torch.inference_mode():
-        logits = lesson.model(torch.tensor([encode_source(tok, question, source_length(lesson.model))[0]]),
+        logits = lesson.model(torch.tensor([encode_question(lesson.model, tok, question)[0]]),
                               torch.tensor([[cfg.bos_id] + target[:-1]]))
     mean = float(re.search(r"tokens: (\S+) nats", lines[-2]).group(1))
     assert mean == pytest.approx(float(F.cross_entropy(logits[0], torch.tensor(target))), abs=1e-4)

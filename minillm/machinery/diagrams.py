@@ -1,7 +1,8 @@
 """How the lesson's stage printer shows what it computes: token labels, grids of masks and numbers, bars,
-padded batches, the beam tree, and the text of the stages around them. machinery.lesson computes every value
-with the course's own functions; the functions here only lay values out, in characters (no colours), so a
-drawing reads the same in a terminal, in a file and in a chapter of the lesson.
+padded batches, the beam tree, the encoder input's parts, and the text of the stages around them.
+machinery.lesson and machinery.reading compute every value with the course's own functions; the functions here
+only lay values out, in characters (no colours), so a drawing reads the same in a terminal, in a file and in a
+chapter of the lesson.
 
 A grid has rows = queries and columns = keys, as attention's masks and weights are laid out (minillm.attention):
 
@@ -35,6 +36,12 @@ def quote(token: str) -> str:
 def label(token: str, width: int) -> str:
     """A token as a short label: a space as "␣" (" Anay" and "Anay" differ on screen), cut to `width` with "…"."""
     shown = escape(token.replace(" ", "␣"))
+    return shown if len(shown) <= width else shown[:width - 1] + "…"
+
+
+def clip(text: str, width: int) -> str:
+    """A text on one line, spaces as they are, cut to `width` characters with "…"."""
+    shown = escape(text)
     return shown if len(shown) <= width else shown[:width - 1] + "…"
 
 
@@ -75,7 +82,8 @@ def model_card(source: str, cfg, n_params: int, src_len: int) -> list[str]:
     return [f"model: {source}",
             f"C = d_model = {cfg.d_model}, H = {cfg.n_heads} heads of width D = {cfg.d_model // cfg.n_heads}, "
             f"{cfg.n_encoder_layers} encoder and {cfg.n_decoder_layers} decoder layers, feed-forward {cfg.d_ff} "
-            f"({cfg.ffn}), {cfg.norm}, {cfg.pos} positions, questions cut at {src_len} tokens",
+            f"({cfg.ffn}), {cfg.norm}, {cfg.pos} positions{', a copy head' if cfg.copy else ''}, encoder input cut at "
+            f"{src_len} tokens",
             f"V = vocabulary size = {cfg.vocab_size} tokens: 3 special, 256 bytes, {cfg.vocab_size - FIRST_MERGE_ID} "
             f"merges; parameters: {n_params:,} ({n_params / 1e6:.2f} M), V × C = {cfg.vocab_size * cfg.d_model:,} "
             "of them in the embedding that encoder, decoder and output head share"]
@@ -115,12 +123,63 @@ def bpe(chunks: list[tuple[str, list[int], list[tuple[int, int, int]], list[int]
     return lines + ([f"… and {len(chunks) - SHOWN_CHUNKS} more chunks"] if len(chunks) > SHOWN_CHUNKS else [])
 
 
-def ids(src_ids: list[int], tokens: list[str], max_src_len: int, cut: bool) -> list[str]:
-    """The encoder's input, one id and its token a row."""
-    return [f"data.encode_source, as generation and training call it: the cleaned question's tokens, cut to "
-            f"max_src_len - 1 = {max_src_len - 1}" + (" (it was cut)" if cut else "") + f", then <eos>: "
-            f"S = {len(src_ids)}", "position     id  token"] + [
-        f"{i:8} {t:6}  {quote(s)}" for i, (t, s) in enumerate(zip(src_ids, tokens))]
+def ids(question_ids: list[int], tokens: list[str], max_src_len: int, cut: bool, S: int) -> list[str]:
+    """The question's part of the encoder input (S tokens in all), one id and its token a row."""
+    then = f"; then {S - len(question_ids)} tokens of passages (stage source)" if S > len(question_ids) else ""
+    return [f"generation.encode_question, as generation and training build it: the cleaned question's tokens, cut "
+            f"to max_src_len - 1 = {max_src_len - 1}" + (" (it was cut)" if cut else "") + ",",
+            f"then <eos>{then}: S = {S}", "position     id  token"] + [
+        f"{i:8} {t:6}  {quote(s)}" for i, (t, s) in enumerate(zip(question_ids, tokens))]
+
+
+def retrieval(query: list[str], prefix: int, numbers: list[int], retriever, rows: list, ranks: list) -> list[str]:
+    """The stage `retrieve`: the query's terms, the articles it names, the retriever (None: the model reads no
+    passages), the passages given as (id, how, score, terms shared, label), and for each named article the rank
+    (rank, of how many, score; or None) that BM25 alone would give it."""
+    lines = [f"retrieval.terms: Turkish lowercase, split into words, each cut to its first {prefix} characters: "
+             + " ".join(quote(w) for w in query),
+             "corpus.article_references: " + (f"article(s) {', '.join(map(str, numbers))}, looked up by number "
+                                              "first" if numbers else "none: BM25 alone chooses")]
+    if retriever is None:
+        return lines + ["this model reads no passages (trained without a corpus, or retrieval turned off): the "
+                        "encoder reads the question alone"]
+    lines += [f"the retriever: {len(retriever.law)} article passages and {len(retriever.answers)} training answers, "
+              f"indexed apart; BM25 with k1 = {retriever.k1}, b = {retriever.b}; {retriever.articles} article "
+              f"place(s), then {retriever.pairs} answer place(s)",
+              f"given, in the order the encoder reads them ({len(rows)}):"]
+    lines += [f"  {k}. {pid:9} {how:9} BM25 {score:6.3f}  shares {' '.join(map(quote, shared)) or 'no term'}: "
+              f"{clip(heading, 70)}" for k, (pid, how, score, shared, heading) in enumerate(rows, 1)]
+    for number, rank in ranks:
+        found = ("not in the corpus" if rank is None else f"rank {rank[0]} of {rank[1]}, score {rank[2]:.3f}"
+                 + (": it shares no term with the question, only its number finds it" if rank[2] == 0 else ""))
+        lines.append(f"article {number} by BM25 alone: {found}")
+    return lines
+
+
+def source(rows: list, S: int, max_src_len: int, min_room: int, eos_id: int) -> list[str]:
+    """The stage `source`: the encoder input's parts (first position, its <eos>'s position, name, its tokens
+    before any cut, its text as read) in order, S tokens of at most max_src_len."""
+    lines = [f"retrieval.encoder_input (through generation.encode_question): question <eos> passage <eos> …, "
+             f"S = {S} of max_src_len = {max_src_len}; <eos> (id {eos_id}) closes each part",
+             "positions   tokens  part"]
+    for start, end, name, whole, text in rows:
+        cut = f", cut from {whole}" if end - start < whole else ""
+        lines.append(f"{start:4}-{end:<4} {end - start:4}+1  {name}{cut}: {quote(clip(text, 60))}")
+    return lines + [f"<eos> at {', '.join(str(end) for _, end, *_ in rows)}; the question comes first and is never "
+                    "cut for a passage;", "a passage takes the room left (cut at its end) and is left out when "
+                    f"fewer than MIN_ROOM = {min_room} tokens remain"]
+
+
+def copy_pointer(rows: list, shown: int) -> list[str]:
+    """The stage `copy`: per answer token (token, p_gen, the position a points at most, its token, the part
+    holding it, a there, p, p's written part, its copied part), the first `shown`."""
+    lines = ["copying.CopyHead on the greedy answer, teacher-forced: p_gen = σ(h·w_g + b_g) is the share written "
+             "from the vocabulary,", "1 - p_gen the share copied, spread by a over the source positions",
+             "  t  token          p_gen  a points at (position, token, part)              a   p = written + copied"]
+    for t, (token, p_gen, j, src_token, part, a, p, written, copied) in enumerate(rows[:shown]):
+        lines.append(f"{t:3}  {label(token, 12):12}  {p_gen:5.3f}  {j:4} {label(src_token, 12):12} "
+                     f"{clip(part, 18):18}  {a:5.3f}   {p:.4f} = {written:.4f} + {copied:.4f}")
+    return lines + ([f"… and {len(rows) - shown} more answer tokens"] if len(rows) > shown else [])
 
 
 def batch(title: str, src_real, tgt_real, budget: int) -> list[str]:
@@ -146,12 +205,16 @@ def batches(n_pairs: int, budget: int, shown: list, n_batches: int, sorted_share
                     f"length, {random_share:.0%} in random batches of the same sizes ({over} over the budget)"]
 
 
-def masks(second: str, is_real, causal, keys: list[str], queries: list[str]) -> list[str]:
+def masks(second: str, is_real, causal, keys: list[str], queries: list[str], read: int) -> list[str]:
     """The lesson's four masks: the padding mask (2, S) of a question batched with a shorter one, the shorter
-    one's encoder self-attention (S × S) and cross-attention (T × S) masks, and the causal mask (T × T)."""
+    one's encoder self-attention (S × S) and cross-attention (T × S) masks, and the causal mask (T × T). The
+    questions are drawn alone; read: the length of the encoder input the model reads for yours, passages and all."""
     S, T = is_real.size(1), causal.size(0)
+    alone = int(is_real[0].sum())
+    wider = [f"the questions alone (encode_question(..., retrieval=False)): with its passages yours is S = {read} "
+             "tokens, and its masks the same in kind, only wider"] if read > alone else []
     return [f"your question batched with a shorter one, {second!r}, padded to S = {S}; {MAY} may attend, {MAY_NOT} "
-            "may not; rows are queries, columns keys", "",
+            "may not; rows are queries, columns keys", *wider, "",
             "padding mask (B, S) = attention.padding_mask(src_ids, pad_id), True = a real token:",
             *mask_grid("position", is_real, ["yours", "shorter"], [str(j) for j in range(S)]), "",
             "encoder self-attention mask of the shorter question (S × S): real keys only (the <pad> rows are "
@@ -166,23 +229,35 @@ def masks(second: str, is_real, causal, keys: list[str], queries: list[str]) -> 
 
 def residual(norms: list[tuple[str, float]], d_model: int) -> list[str]:
     """The residual stream's mean norm at each place (name, norm), as bars."""
-    return (["mean over positions of the L2 norm per position, question and greedy answer teacher-forced:"]
+    return (["mean over positions of the L2 norm per position, the source (question and passages) and the greedy "
+             "answer, teacher-forced:"]
             + bar_rows(norms, max(value for _, value in norms), 40)
             + [f"√C = {math.sqrt(d_model):.1f}, the norm of C coordinates of size 1: where a norm with γ = 1 puts "
                "each position; each pre-norm block adds its output to the stream"])
 
 
-def attention(weights, layer: int, head: int, shape: tuple, src_tokens: list[str], tgt_tokens: list[str]) -> list[str]:
-    """One head's cross-attention weights (T', S), rows = answer tokens, and the key each row reads most."""
+def attention(weights, most: list[int], layer: int, head: int, shape: tuple, src_tokens: list[str], parts: list,
+              tgt_tokens: list[str]) -> list[str]:
+    """One head's cross-attention weights, rows = answer tokens, as (T', Q + P): the question's Q tokens a column
+    each, then a column "ΣpK" per passage K, the sum over its positions (parts: the encoder input's (first
+    position, <eos> position, name), question first); most: the source position each row weighs most."""
     N, H, T, S = shape
+    passages = parts[1:]
     lines = [f"decoder layer {layer} of 0..{N - 1}, head {head} of 0..{H - 1} (--layer, --head) of "
-             f"generate(..., return_details=True).cross_attention, (T, S) = ({T}, {S}): a row is the step that "
-             "wrote that answer token, and sums to 1 over the question's tokens"]
+             "generate(..., return_details=True).cross_attention,",
+             f"(T, S) = ({T}, {S}): a row is the step that wrote that answer token, and sums to 1 over the {S} source "
+             "positions"]
+    lines += [f"Σp{k} = {name}, positions {start}-{end}: the row's weights over its {end - start} tokens and its "
+              "<eos>, summed" for k, (start, end, name) in enumerate(passages, 1)]
     if T == 0:
         return lines + ["the greedy answer is empty (<eos> came first): no row to show"]
-    notes = [f"  → {label(src_tokens[j], 10)}" for j in weights.argmax(dim=-1).tolist()]
+
+    def read_most(j):            # the source token, and the passage that holds it
+        k = next((k for k, (start, end, _) in enumerate(passages, 1) if start <= j <= end), None)
+        return label(src_tokens[j], 10) + (f" in p{k}" if k else "")
+    columns = src_tokens[:parts[0][1] + 1] + [f"Σp{k}" for k in range(1, len(passages) + 1)]
     cells = [[f"{v:.2f}" for v in row] for row in weights.tolist()]
-    return (lines + table("writes", tgt_tokens, src_tokens, cells, notes)
+    return (lines + table("writes", tgt_tokens, columns, cells, [f"  → {read_most(j)}" for j in most])
             + ([f"… and {T - len(cells)} more answer tokens"] if T > len(cells) else []))
 
 
@@ -192,6 +267,18 @@ def greedy_steps(steps: list[tuple[list[str], list[float]]], shown: int) -> list
              "takes the first"] + [f"  step {t:2}: {candidates(tokens, probs)}" for t, (tokens, probs) in
                                    enumerate(steps[:shown])]
             + ([f"  … and {len(steps) - shown} more steps"] if len(steps) > shown else []))
+
+
+def knobs(heated: list, top_k: tuple, top_p: tuple) -> list[str]:
+    """Sampling's knobs on step 0, each distribution as its (tokens, probabilities) of the 5 most probable:
+    heated = [(temperature, top 5)]; top_k = (k, tokens left, top 5); top_p = (p, tokens left, their probability,
+    the same without the least likely of them, top 5)."""
+    (k, k_left, k_top), (p, p_left, mass, least, p_top) = top_k, top_p
+    return (["sampling's knobs (decoding.apply_temperature, top_k_filter, top_p_filter) on step 0:"]
+            + [f"  temperature {t}: {candidates(*shown)}" for t, shown in heated]
+            + [f"  top-k, k = {k}: {k_left} token(s) left: {candidates(*k_top)}",
+               f"  top-p, p = {p}: {p_left} token(s) left, the smallest set whose probability reaches {p}: it holds "
+               f"{mass:.4f}, and {mass - least:.4f} without its least likely token: {candidates(*p_top)}"])
 
 
 def kv_table(rows: list[tuple[str, set, set, float]], n_layers: int, d_model: int) -> list[str]:
@@ -253,3 +340,8 @@ def loss(whence: str, reference: str, tokens: list[str], nll: list[float], shown
                f"({'equal' if abs(mean - checked) < 1e-4 else 'DIFFERENT'})",
                f"perplexity exp(mean) = {math.exp(mean):.2f}; guessing uniformly among V = {vocab_size} tokens "
                f"would score ln V = {ln_v:.2f} nats, perplexity {vocab_size}"])
+
+
+def answers(rows: list) -> list[str]:
+    """Each (title, generation.Answer): its number of tokens, then its text."""
+    return [line for title, answer in rows for line in (f"{title}, {len(answer.ids)} tokens:", f"  {answer.text}")]

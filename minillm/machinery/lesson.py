@@ -5,7 +5,8 @@
 
 Each stage is a block whose first line is `== NAME: title ==`; the lesson's chapters embed the blocks by that
 line, so the names, their order and the titles are fixed (--list-stages lists them). Every value comes from the
-course's own functions: this module calls them, re-implements none, and machinery.diagrams draws the results.
+course's own functions: this module calls them, re-implements none (machinery.probes reads values inside the model
+with hooks; machinery.reading takes the retrieval stages), and machinery.diagrams draws the results.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import torch
 from minillm.attention import causal_mask, padding_mask
 from minillm.batching import Seq2SeqDataset, TokenBatchSampler, collate, pad
 from minillm.beam import beam_search_one
-from minillm.data import MAX_TGT_LEN, clean_pairs, clean_text, encode_source, printable
+from minillm.data import MAX_TGT_LEN, clean_pairs, clean_text, printable
 from minillm.decoding import GenerationConfig, apply_temperature, never_generated, top_k_filter, top_p_filter
-from minillm.generation import generate, source_length
+from minillm.generation import encode_question, generate, source_length
 from minillm.losses import masked_cross_entropy
-from minillm.machinery import diagrams
+from minillm.machinery import diagrams, probes, reading
 from minillm.machinery.checkpoint import CheckpointError, load
 from minillm.machinery.cli import OneLineParser, fail, one_line
 from minillm.machinery.datafiles import load_pairs
@@ -36,8 +37,10 @@ from minillm.tokenizer import BYTE_OFFSET, FIRST_MERGE_ID, BPETokenizer
 PROG = "python -m minillm.lesson"
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample.json"
 FRESH_VOCAB = 1000           # tokens: the sample's common words whole, trained in a fraction of a second
-FRESH_SIZES = dict(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=256, max_len=256,
-                   max_src_len=64, dropout=0.0)      # every stage in about a second on one CPU core; d_ff = 4·C
+# every stage in about a second on one CPU core; d_ff = 4·C; room in the source for the question and several
+# passages (make train's TrainConfig.max_src_len may be shorter), and the copy head on, as a run that reads the law
+FRESH_SIZES = dict(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=256, max_len=320,
+                   max_src_len=320, dropout=0.0, copy=True)
 MAX_NEW_TOKENS = 40          # greedy answer tokens at most: a sample answer is 36 tokens on average (2k vocabulary)
 BATCH_BUDGET = 256           # token slots a batch (question + answer, padding included): a few pairs, drawable
 SHOWN_ROWS = 12              # answer tokens, steps and loss rows printed in full; then a count
@@ -52,8 +55,8 @@ class Lesson:
                  pairs: list[tuple[str, str]], seed: int = 0, layer: int = -1, head: int = 0):
         self.model, self.tokenizer, self.question, self.source = model.eval(), tokenizer, question, source
         self.pairs, self.seed, self.layer, self.head = pairs, seed, layer, head
-        # the encoder input exactly as generation builds it, and as training built it
-        self.src_ids, self.cut = encode_source(tokenizer, question, source_length(model))
+        # the encoder input exactly as generation builds it, and as training built it: question, then passages
+        self.src_ids, self.sources = encode_question(model, tokenizer, question)
         self.src = torch.tensor([self.src_ids])                                  # (1, S)
         self.max_new_tokens = min(MAX_NEW_TOKENS, model.cfg.max_len)
 
@@ -81,15 +84,21 @@ class Lesson:
 
 def build_lesson(question: str, checkpoint=None, seed: int = 0, **view) -> Lesson:
     """The model of a trained run directory; without one, a freshly initialised tiny model (FRESH_SIZES, not the
-    small preset; seed `seed`) with a tokenizer trained here on data/sample.json. view: the attention stage's."""
+    small preset; seed `seed`) that reads data/anayasa.json and the sample's answers (reading.fresh_retriever),
+    with a tokenizer trained here, as make train trains one, on the sample and the law. view: the attention
+    stage's."""
     pairs = clean_pairs(load_pairs(SAMPLE))[0]
     if checkpoint is not None:
         return Lesson(*load(checkpoint), question, f"checkpoint {checkpoint}", pairs, seed, **view)
-    tokenizer = BPETokenizer.train((q + " " + a for q, a in pairs), vocab_size=FRESH_VOCAB)
+    retriever = reading.fresh_retriever(pairs)
+    law = [p.text for p in retriever.law]
+    tokenizer = BPETokenizer.train([q + " " + a for q, a in pairs] + law, vocab_size=FRESH_VOCAB)
     with torch.random.fork_rng(devices=[]):            # the seed fixes the weights, not the caller's RNG
         torch.manual_seed(seed)
         model = Seq2Seq(ModelConfig(vocab_size=tokenizer.vocab_size, **FRESH_SIZES))
-    source = f"freshly initialised, seed {seed}, tokenizer trained on data/sample.json: its answers are noise"
+    model.retriever = retriever                        # as checkpoint.load attaches a run's
+    source = (f"freshly initialised, seed {seed}, tokenizer trained on data/sample.json and data/anayasa.json, which "
+              "it reads: its answers are noise")
     return Lesson(model, tokenizer, question, source, pairs, seed, **view)
 
 
@@ -104,9 +113,9 @@ def stage(name: str, title: str):
     return register
 
 
-def top_text(lesson: Lesson, probs: torch.Tensor, k: int = 5) -> str:
+def top(lesson: Lesson, probs: torch.Tensor, k: int = 5) -> tuple[list[str], list[float]]:
     p, ids = probs.topk(k)                                                  # (V,) -> the k most probable
-    return diagrams.candidates(lesson.tokens(ids), p.tolist())
+    return lesson.tokens(ids), p.tolist()
 
 
 @stage("model", "which model answers")
@@ -144,7 +153,20 @@ def bpe_stage(lesson: Lesson) -> list[str]:
 
 @stage("ids", "the encoder's input ids")
 def ids_stage(lesson: Lesson) -> list[str]:
-    return diagrams.ids(lesson.src_ids, lesson.tokens(lesson.src_ids), source_length(lesson.model), lesson.cut)
+    question_ids = lesson.src_ids[:lesson.src_ids.index(lesson.tokenizer.eos_id) + 1]   # its first part
+    cut = len(question_ids) - 1 < len(lesson.tokenizer.encode(clean_text(lesson.question)))
+    return diagrams.ids(question_ids, lesson.tokens(question_ids), source_length(lesson.model), cut,
+                        len(lesson.src_ids))
+
+
+@stage("retrieve", "the passages the question retrieves")
+def retrieve_stage(lesson: Lesson) -> list[str]:
+    return reading.retrieve(lesson.model.retriever, lesson.question, lesson.sources)
+
+
+@stage("source", "the encoder input: the question, then the passages")
+def source_stage(lesson: Lesson) -> list[str]:
+    return reading.source(lesson.tokenizer, lesson.src_ids, lesson.sources, source_length(lesson.model))
 
 
 def real_tokens(data: Seq2SeqDataset, batch: list[int], pad_id: int):
@@ -183,67 +205,46 @@ def shorter_question(question: str) -> str:
 @stage("masks", "padding, causal and cross-attention masks")
 def masks_stage(lesson: Lesson) -> list[str]:
     second, pad_id = shorter_question(lesson.question), lesson.model.cfg.pad_id
-    src = pad([lesson.src_ids, encode_source(lesson.tokenizer, second, source_length(lesson.model))[0]], pad_id)
+    alone = [encode_question(lesson.model, lesson.tokenizer, q, retrieval=False)[0] for q in (lesson.question, second)]
+    src = pad(alone, pad_id)                             # (2, S): the questions without their passages
     is_real = padding_mask(src, pad_id)                  # (2, S), True = a real token (attention.py's convention)
     T = min(MASK_POSITIONS, len(lesson.answer_in_ids))
     return diagrams.masks(second, is_real, causal_mask(T, T), lesson.tokens(src[1]),
-                          lesson.tokens(lesson.answer_in_ids[:T]))
-
-
-@torch.inference_mode()
-def residual_norms(lesson: Lesson) -> list[tuple[str, float]]:
-    """(where, the mean over positions of the residual stream's L2 norm there), in the order the model computes
-    them, for the question and the greedy answer teacher-forced: forward hooks read Seq2Seq.forward's own values."""
-    model, norms = lesson.model, []
-    where = {model.embed_dropout: "embedding", model.encoder.norm: "encoder final norm",
-             model.decoder.norm: "decoder final norm"}
-    where.update({block: f"encoder block {i}" for i, block in enumerate(model.encoder.blocks)})
-    where.update({block: f"decoder block {i}" for i, block in enumerate(model.decoder.blocks)})
-
-    def record(module, inputs, output):
-        x = output[0] if isinstance(output, tuple) else output     # a decoder block returns (x, weights, weights)
-        norms.append((where[module], float(x.float().norm(dim=-1).mean())))   # (1, L, C) -> (1, L) -> mean
-
-    answer_in = torch.tensor([lesson.answer_in_ids])   # subtle: decode the greedy answer BEFORE the hooks go in
-    hooks = [module.register_forward_hook(record) for module in where]
-    try:
-        model(lesson.src, answer_in)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    inputs = iter(["encoder input: embedding·√C + positions", "decoder input: embedding·√C + positions"])
-    return [(next(inputs) if name == "embedding" else name, value) for name, value in norms]
+                          lesson.tokens(lesson.answer_in_ids[:T]), len(lesson.src_ids))
 
 
 @stage("residual", "the residual stream's size, block by block")
 def residual_stage(lesson: Lesson) -> list[str]:
-    return diagrams.residual(residual_norms(lesson), lesson.model.cfg.d_model)
+    answer_in_ids = lesson.answer_in_ids              # subtle: the greedy answer is decoded before the hooks go in
+    norms = probes.residual_norms(lesson.model, lesson.src_ids, answer_in_ids)
+    return diagrams.residual(norms, lesson.model.cfg.d_model)
 
 
-@stage("attention", "cross-attention: which question tokens an answer token reads")
+@stage("attention", "cross-attention: which source tokens an answer token reads")
 def attention_stage(lesson: Lesson) -> list[str]:
     weights, layer = lesson.greedy.cross_attention, lesson.layer % lesson.greedy.cross_attention.size(0)
-    return diagrams.attention(weights[layer, lesson.head, :SHOWN_ROWS], layer, lesson.head,   # (N, H, T, S) -> (T', S)
-                              tuple(weights.shape), lesson.greedy.src_tokens, lesson.greedy.tgt_tokens)
+    return reading.attention(weights[layer, lesson.head, :SHOWN_ROWS], layer, lesson.head,   # (N, H, T, S) -> (T', S)
+                             lesson.greedy, lesson.tokenizer.eos_id)
 
 
 @stage("logits", "greedy decoding and the sampling knobs")
 def logits_stage(lesson: Lesson) -> list[str]:
-    lines = diagrams.greedy_steps([(lesson.tokens(i for i, _ in step["processed"]), [p for _, p in step["processed"]])
-                                   for step in lesson.greedy.steps], SHOWN_ROWS)
+    steps = [(lesson.tokens(i for i, _ in step["processed"]), [p for _, p in step["processed"]])
+             for step in lesson.greedy.steps]
     logits = lesson.step0_logits[None]                                        # (1, V)
-    lines.append("sampling's knobs (decoding.apply_temperature, top_k_filter, top_p_filter) on step 0:")
-    for temperature in TEMPERATURES:
-        probs = apply_temperature(logits, temperature).softmax(dim=-1)[0]     # (V,)
-        lines.append(f"  temperature {temperature}: {top_text(lesson, probs)}")
-    kept = top_k_filter(logits, TOP_K).softmax(dim=-1)[0]
-    lines.append(f"  top-k, k = {TOP_K}: {int((kept > 0).sum())} token(s) left: {top_text(lesson, kept)}")
+    heated = [(t, top(lesson, apply_temperature(logits, t).softmax(dim=-1)[0])) for t in TEMPERATURES]
+    kept = top_k_filter(logits, TOP_K).softmax(dim=-1)[0]                     # (V,)
     nucleus, probs = top_p_filter(logits, TOP_P).softmax(dim=-1)[0], logits.softmax(dim=-1)[0]
     inside = nucleus > 0                                                      # (V,) the tokens top-p keeps
     mass, least = float(probs[inside].sum()), float(probs[inside].min())
-    return lines + [f"  top-p, p = {TOP_P}: {int(inside.sum())} token(s) left, the smallest set whose probability "
-                    f"reaches {TOP_P}: it holds {mass:.4f}, and {mass - least:.4f} without its least likely token: "
-                    f"{top_text(lesson, nucleus)}"]
+    return diagrams.greedy_steps(steps, SHOWN_ROWS) + diagrams.knobs(
+        heated, (TOP_K, int((kept > 0).sum()), top(lesson, kept)),
+        (TOP_P, int(inside.sum()), mass, least, top(lesson, nucleus)))
+
+
+@stage("copy", "the copy head: where each answer token could be copied from")
+def copy_stage(lesson: Lesson) -> list[str]:
+    return reading.pointers(lesson.model, lesson.tokenizer, lesson.src_ids, lesson.greedy.ids, lesson.sources)
 
 
 @stage("kv-cache", "the KV cache during greedy decoding")
@@ -251,7 +252,7 @@ def logits_stage(lesson: Lesson) -> list[str]:
 def kv_cache_stage(lesson: Lesson) -> list[str]:
     model, cfg = lesson.model, lesson.model.cfg
     enc_out, src_mask = model.encode(lesson.src)                  # (1, S, C), (1, S): the encoder runs once
-    cache = model.make_cache(enc_out, src_mask)                   # cross-attention K, V of every layer, once
+    cache = model.make_cache(enc_out, src_mask, lesson.src)       # cross-attention K, V of every layer, once
     never = never_generated(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), enc_out.device)   # (V,)
     tokens, rows = torch.tensor([[cfg.bos_id]]), []               # (1, 1): <bos>
     for step in range(KV_STEPS):
@@ -296,8 +297,7 @@ def loss_stage(lesson: Lesson) -> list[str]:
 def answer_stage(lesson: Lesson) -> list[str]:
     config = GenerationConfig(strategy="beam", num_beams=BEAM_WIDTH, max_new_tokens=lesson.max_new_tokens)
     beam = generate(lesson.model, lesson.tokenizer, [lesson.question], config)[0]
-    return [f"greedy, {len(lesson.greedy.ids)} tokens:", f"  {lesson.greedy.text}",
-            f"beam search, K = {BEAM_WIDTH}, {len(beam.ids)} tokens:", f"  {beam.text}"]
+    return diagrams.answers([("greedy", lesson.greedy), (f"beam search, K = {BEAM_WIDTH}", beam)])
 
 
 def render(lesson: Lesson, name: str) -> list[str]:
