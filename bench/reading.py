@@ -14,7 +14,7 @@ answers all 147 validation questions greedily (--max-new-tokens), and the table 
 for these configurations (--only picks some):
 
   no-retrieval      the recipe before retrieval: the question alone, no copy head (--corpus "" --no-copy)
-  retrieval         train.py's defaults: the question, then retrieved articles and a training answer, copy head
+  retrieval         the base preset's settings: the question, then an article and a training answer, copy head
   no-copy           retrieval without the copy head (minillm.copying): what the head adds
   articles-2 / pairs-0 / pairs-2     the number of passages (k), one kind at a time
   oracle            retrieval whose first article is the one the reference answer cites (training and
@@ -54,7 +54,8 @@ from minillm.retrieval import Hit, Retriever  # noqa: E402
 from minillm.training import TrainConfig  # noqa: E402
 from retrieval import ARTICLES, LAW, right_article_rate  # noqa: E402
 
-# The retrieval settings every reading configuration starts from (train.py's defaults; bench/README.md says why).
+NGRAMS = (0, 3)     # no_repeat_ngram_size of the final greedy answers: off, and 3
+# The retrieval settings every reading configuration starts from: the base preset's (bench/README.md says why).
 READ = dict(retrieve_articles=1, retrieve_pairs=1, window_words=40, window_stride=30, max_src_len=192)
 CONFIGS = {
     "no-retrieval": dict(corpus="", copy=False),
@@ -114,16 +115,19 @@ def run_one(name: str, steps: int, data: str, out: str, max_new_tokens: int) -> 
         model.retriever = oracle
     val = split_pairs(pairs, cfg.val_fraction, 0.0)["val"]
     train = split_pairs(pairs, cfg.val_fraction, 0.0)["train"]
-    answers = [a.text for a in generate(model, tok, [q for q, _ in val],
-                                        GenerationConfig(strategy="greedy", max_new_tokens=max_new_tokens))]
     refs = [a for _, a in val]
     seen = {same_text(a) for _, a in train}
-    rate, n_cited = right_article_rate(answers, refs)
-    return {"name": name, "steps": run.trainer.step, "wall_s": seconds, "cpu_s": cpu,
+    result = {"name": name, "steps": run.trainer.step, "wall_s": seconds, "cpu_s": cpu,
+              "gain": evals[-1].get("cond_gain") if evals else None, "evals": evals, "config": dataclasses.asdict(cfg)}
+    for ngram in NGRAMS:             # greedy as it is, and with no 3-gram repeated (Paulus et al. 2018)
+        answers = [a.text for a in generate(model, tok, [q for q, _ in val], GenerationConfig(
+            strategy="greedy", max_new_tokens=max_new_tokens, no_repeat_ngram_size=ngram))]
+        rate, n_cited = right_article_rate(answers, refs)
+        result[f"ngram{ngram}"] = {
             "chrf": sacrebleu.corpus_chrf(answers, [refs]).score, "bleu": sacrebleu.corpus_bleu(answers, [refs]).score,
-            "right_article": rate, "n_cited": n_cited, "verbatim": sum(same_text(a) in seen for a in answers) / len(answers),
-            "distinct": distinct_share(answers), "gain": evals[-1].get("cond_gain") if evals else None,
-            "evals": evals, "answers": answers, "config": dataclasses.asdict(cfg)}
+            "right_article": rate, "n_cited": n_cited, "distinct": distinct_share(answers),
+            "verbatim": sum(same_text(a) in seen for a in answers) / len(answers), "answers": answers}
+    return result
 
 
 def main(argv=None) -> int:
@@ -134,6 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", choices=list(CONFIGS), help="run only these (repeatable)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--json", default=None, help="write every figure and answer to this file")
+    p.add_argument("--keep", default=None, help="train in this directory and keep the runs (default: a temporary one)")
     p.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)   # a child process: one configuration
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -147,7 +152,7 @@ def main(argv=None) -> int:
     names = args.only or list(CONFIGS)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores; {len(names)} "
           f"configurations x {args.steps} steps, {args.jobs} at a time, 1 thread each", flush=True)
-    root = pathlib.Path(tempfile.mkdtemp(prefix="minillm-reading-"))
+    root = pathlib.Path(args.keep) if args.keep else pathlib.Path(tempfile.mkdtemp(prefix="minillm-reading-"))
     results, waiting, running = {}, list(names), {}
     try:
         while waiting or running:
@@ -166,18 +171,20 @@ def main(argv=None) -> int:
                         continue
                     results[name] = json.loads((out / "result.json").read_text())
                     r = results[name]
-                    print(f"{name:14s} done: {r['steps']} steps in {r['wall_s'] / 60:.1f} min, chrF {r['chrf']:.1f}, "
-                          f"right article {100 * r['right_article']:.1f} %", flush=True)
+                    print(f"{name:14s} done: {r['steps']} steps in {r['wall_s'] / 60:.1f} min", flush=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{'configuration':14s} {'steps':>5s} {'min':>5s} {'chrF':>6s} {'BLEU':>6s} {'right art.':>10s} "
-          f"{'verbatim':>8s} {'distinct':>8s} {'gain':>6s}")
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\n{'configuration':14s} {'steps':>5s} {'min':>5s} {'cpu min':>7s} {'ngram':>5s} {'chrF':>6s} {'BLEU':>6s} "
+          f"{'right art.':>10s} {'verbatim':>8s} {'distinct':>8s} {'gain':>6s}")
     for name in names:
         if name in results:
             r = results[name]
-            print(f"{name:14s} {r['steps']:5d} {r['wall_s'] / 60:5.1f} {r['chrf']:6.1f} {r['bleu']:6.1f} "
-                  f"{100 * r['right_article']:9.1f}% {100 * r['verbatim']:7.1f}% {r['distinct']:8.2f} "
-                  f"{r['gain'] if r['gain'] is not None else float('nan'):6.3f}")
+            for ngram in NGRAMS:
+                g = r[f"ngram{ngram}"]
+                print(f"{name:14s} {r['steps']:5d} {r['wall_s'] / 60:5.1f} {r['cpu_s'] / 60:7.1f} {ngram:5d} "
+                      f"{g['chrf']:6.1f} {g['bleu']:6.1f} {100 * g['right_article']:9.1f}% {100 * g['verbatim']:7.1f}% "
+                      f"{g['distinct']:8.2f} {r['gain'] if r['gain'] is not None else float('nan'):6.3f}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=1))

@@ -127,8 +127,8 @@ class KVCache:
     def __init__(self, k: Optional[Tensor] = None, v: Optional[Tensor] = None):
         # Buffers (B, H, capacity, D), of which the first `length` positions are filled. Appending one position
         # with torch.cat would copy the whole cache at every step (O(T^2) over an answer); instead the capacity
-        # doubles when full (amortised O(1) per position, as a Python list grows) and new positions are written
-        # in place.
+        # doubles when full, so each position is copied about twice in all (amortised O(1) per position), and
+        # new positions are written in place.
         self._k, self._v = k, v
         self._length = 0 if k is None else k.size(2)
 

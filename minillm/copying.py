@@ -99,7 +99,8 @@ class CopyHead(nn.Module):
                 tgt_ids: Tensor, covered: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """h (B, T, C) decoder states, logits (B, T, V), keys (B, S, C), src_ids (B, S), src_mask (B, S), tgt_ids
         (B, T) the tokens fed, covered (B, S) or None -> (log p (B, T, V), the mixture above; the coverage after
-        these positions (B, S)). Computed in float32 (a probability of 1e-9 underflows bf16)."""
+        these positions (B, S)). Computed in float32: bf16 keeps 8 bits of mantissa, too few for 1 - p_gen and for
+        sums of many small weights."""
         with torch.autocast(h.device.type, enabled=False):                       # float32 even under bf16 autocast
             h, logits, keys = h.float(), logits.float(), keys.float()
             a, covered = self.copy_weights(h, keys, src_mask, src_ids, tgt_ids, covered)   # (B, T, S), (B, S)

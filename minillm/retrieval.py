@@ -2,7 +2,7 @@
 
     retriever = Retriever(passages)                         # passages: minillm.corpus
     hits = retriever.search("Anayasanın 2. maddesi neyi düzenler?")
-    src_ids, cut, hits = encoder_input(tok, question, max_src_len=320, retriever=retriever)
+    src_ids, cut, hits = encoder_input(tok, question, max_src_len=128, retriever=retriever)
     # src_ids = question <eos> passage 1 <eos> passage 2 <eos> ...
 
 Four steps, each below:
@@ -135,10 +135,27 @@ class BM25:
 @dataclass(frozen=True)
 class Hit:
     """A passage given to the model, with why: ``how`` is "reference" (the question names its article) or
-    "bm25"; ``score`` is its BM25 score for the question (0.0 for a named article that shares no word)."""
+    "bm25"; ``score`` is its BM25 score for the question (0.0 for a named article that shares no word).
+    ``hit.id``, ``hit.article``, ``hit.pair`` and ``hit.heading`` are the passage's own."""
     passage: Passage
     score: float
     how: str
+
+    @property
+    def id(self) -> str:
+        return self.passage.id
+
+    @property
+    def article(self) -> int | None:
+        return self.passage.article
+
+    @property
+    def pair(self) -> int | None:
+        return self.passage.pair
+
+    @property
+    def heading(self) -> str:
+        return self.passage.heading
 
 
 @dataclass(frozen=True)

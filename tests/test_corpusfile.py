@@ -105,7 +105,9 @@ def test_a_checkpoint_records_its_corpus_and_answers_with_sources(retrieval_run)
     model, tok = ckpt.load(retrieval_run)
     assert model.retriever is not None
     answer = generate(model, tok, ["Anayasanın 3. maddesi neyi düzenler?"])[0]
-    assert answer.sources and answer.sources[0].passage.article == 3 and answer.sources[0].how == "reference"
+    first = answer.sources[0]
+    assert (first.id, first.article, first.pair, first.heading, first.how) == ("md3", 3, None, "Başlık 3", "reference")
+    assert isinstance(first.score, float)
     assert answer.src_ids[:len(tok.encode("Anayasanın 3. maddesi neyi düzenler?"))] == tok.encode(
         "Anayasanın 3. maddesi neyi düzenler?")
     plain = generate(model, tok, ["Anayasanın 3. maddesi neyi düzenler?"], retrieval=False)[0]

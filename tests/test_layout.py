@@ -1,4 +1,4 @@
-"""The package layout, checked (STYLE.md, "Layout").
+"""The package layout, checked: the rules below are the project's, stated here in full.
 
 `minillm/__init__.py` names every module in three tuples: COURSE (the reading order), MACHINERY (in
 dependency order) and ALIASES (compatibility names that re-export a machinery module). Six rules follow:

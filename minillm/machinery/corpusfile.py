@@ -151,6 +151,11 @@ def read_corpus(path) -> list[Passage]:
     return passages
 
 
+def counted(n: int, thing: str) -> str:
+    """'1 article passage', '2 article passages'."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def load_retriever(directory, record: dict, source) -> Retriever:
     """The Retriever a checkpoint was trained with, from the corpus file its ``record`` names (looked for in
     ``directory``, the checkpoint's own). ``source`` names the checkpoint in the error messages."""
@@ -200,5 +205,6 @@ def run_retriever(cfg: TrainConfig, out: Path, splits: dict, articles, state, ra
     n_pairs = sum(p.pair is not None for p in passages)
     withheld = f", {len(splits['train']) - n_pairs} withheld (equal to a validation answer)" if n_pairs else ""
     log(f"corpus: {cfg.corpus}: {len(passages) - n_pairs} article passages, {n_pairs} training answers{withheld}; "
-        f"each question reads {cfg.retrieve_articles} articles + {cfg.retrieve_pairs} answers")
+        f"each question reads {counted(cfg.retrieve_articles, 'article passage')} and "
+        f"{counted(cfg.retrieve_pairs, 'training answer')}")
     return Retriever(passages, cfg.retrieve_articles, cfg.retrieve_pairs), record
