@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from minillm.machinery.cli import INTERRUPTED, OneLineParser, QuietInterrupts, fail
+from minillm.machinery.cli import INTERRUPTED, OneLineParser, QuietInterrupts, fail, field_help
 
 with QuietInterrupts("train.py"):          # Ctrl-C while torch loads: one line, not a traceback
     import torch
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=list(TRAIN_PRESETS), default="small", help="preset (default: small)")
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue from the newest state-*.pt in --out, with its saved configuration")
-    help_text, defaults = TrainConfig.field_help(), TrainConfig()
+    help_text, defaults = field_help(TrainConfig), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), _type(f.type)
         text = f"{help_text.get(f.name, '')} (small preset: {getattr(defaults, f.name)})".replace("%", "%%")

@@ -86,8 +86,8 @@ class Seq2Seq(nn.Module):
         if cfg.pos == "sinusoidal":
             # Positions on the tokens' footing: the table's coordinates have RMS 1/√2 (sin² and cos² average
             # 1/2), the input tokens' init_std·√C (see _init_weights); scaling the table by init_std·√(2C)
-            # gives both the same RMS at init, 0.32 at C = 256. Unscaled, the positions were 2.2x the tokens
-            # and the law benchmark's perplexity at step 600 was 159 instead of 144 (bench/learning.py).
+            # gives both the same RMS at init, 0.32 at C = 256 (unscaled, the positions were 2.2x the tokens
+            # and learned less per step: bench/README.md, "How the recipe got there").
             self.pos = SinusoidalPositionalEncoding(C, cfg.max_len, scale=cfg.init_std * math.sqrt(2 * C))
             self.rotary = None
         else:
@@ -106,31 +106,24 @@ class Seq2Seq(nn.Module):
 
     # --- initialisation -----------------------------------------------------------------------------------
     def _init_weights(self) -> None:
-        """The initialisation, and why. Each choice was measured on the law data (bench/learning.py, 600 steps,
-        the same batches as a same-size BART; bench/README.md has the table).
+        """The initialisation, and why (each choice measured on the law data against a same-size BART; the
+        figures and the choices that lost are in bench/README.md, "How the recipe got there").
 
         - Linear weights ~ N(0, 1/fan_in), biases 0 (LeCun et al. 1998): a unit-variance input gives a
-          unit-variance output, so every layer starts as strong as the stream it reads. (GPT-2's fixed 0.02
-          is 1/√2500: at C = 256 each projection shrank its input to 0.32 of its size; with it, learning
-          rates of 1e-3 and 2e-3 learned less per step than 5e-4 (perplexity 182 and 315 against 159 at step
-          600), while with 1/fan_in, 1e-3 reaches 116 where 5e-4 reaches 142.)
+          unit-variance output, so every layer starts as strong as the stream it reads.
         - The projections that write into the residual stream (attention out_proj, FFN output) get
           1/√(fan_in · number of residual branches in their stack), so the stream's variance stays O(1)
           however deep the model is (GPT-2 §2.3).
         - The embedding E ~ N(0, init_std²), init_std = 0.02 as in GPT-2 and BART. Both uses depend on it:
           * output: the tied head computes logits = h · Eᵀ, where h leaves the decoder's final norm with unit
-            variance per coordinate (|h|² ≈ C). A logit is then a sum of C products of variance init_std²,
-            so the initial logits have a spread of init_std·√C = 0.02 · √256 = 0.32 at C = 256 (0.55 at
-            C = 768, BART-base's). Small enough that the first loss is close to ln V (a near-uniform start),
-            large enough that the first AdamW steps, which move each coordinate of E by about lr, make the
-            softmax peaked where the data says.
-          * input: E[id]·√C gives token coordinates of spread init_std·√C = 0.32; the sinusoidal table is
-            scaled to the same size (see __init__), so where a token is does not drown what it is.
-        - subtle: this project's first version drew E ~ N(0, 1/C) and multiplied the head's input by 1/√C
-          (as T5 does): the initial logit spread was 1/√C = 0.06, five times below BART's, and the tied
-          embedding had to grow ~10x before the softmax could be peaked anywhere. Every test passed; the model
-          learned far slower per step than a same-size BART and never read the question.
-          tests/test_learning.py now checks the spread and that a tiny model learns a copy task.
+            variance per coordinate (|h|² ≈ C), so the initial logits have a spread of init_std·√C (0.32 at
+            C = 256): small enough for a near-uniform start (loss ≈ ln V), large enough that the first AdamW
+            steps can make the softmax peaked where the data says.
+          * input: E[id]·√C gives token coordinates of spread init_std·√C; the sinusoidal table is scaled to
+            the same size (see __init__), so where a token is does not drown what it is.
+        - subtle: a logit spread far below that (1/√C = 0.06, from E ~ N(0, 1/C) and a head scaled by 1/√C)
+          passes every shape test yet learns far slower and never reads the question; tests/test_learning.py
+          checks the spread and that a tiny model learns a copy task.
         - Norm γ = 1, β = 0; LayerScale γ = cfg.layer_scale (set by the module).
         """
         for module in self.modules():

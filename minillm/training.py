@@ -13,9 +13,7 @@ machinery (minillm.machinery.run), which a learner may skip.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -146,12 +144,6 @@ class TrainConfig:
             raise ValueError(f"unknown training preset {name!r}; expected one of {sorted(TRAIN_PRESETS)}")
         return cls(**{**TRAIN_PRESETS[name], **overrides})
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        """Each field's trailing comment above, for `train.py --help` (one source of truth)."""
-        src = inspect.getsource(cls)
-        return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, flags=re.M))
-
 
 # train.py --config NAME: a TrainConfig preset, which names the ModelConfig preset of the same name.
 TRAIN_PRESETS = {"small": {},
@@ -218,52 +210,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimisation step
     def train_step(self) -> dict:
-        """One optimiser step over grad_accum micro-batches per process. Returns a record for the log."""
-        cfg, model = self.cfg, self.train_model
-        model.train()
-        micro = [self._next_batch() for _ in range(cfg.grad_accum)]
-
+        """One optimiser step over grad_accum micro-batches per process: forward, masked loss, backward, clip,
+        guard, step, EMA. Returns a record for the log."""
+        self.train_model.train()
+        micro = [self._next_batch() for _ in range(self.cfg.grad_accum)]
         # The loss is a mean over every real target token of the step, across micro-batches AND processes:
         # sum of token losses / total tokens. Dividing each micro-batch by its own count instead would
         # weight a token in a short batch more than one in a long batch.
         n_tokens = self.all_reduce(sum(b["tgt_out_ids"].ne(self.tokenizer.pad_id).sum() for b in micro))
         n_tokens = n_tokens.clamp(min=1).float()
-        # subtle: DDP AVERAGES gradients over processes; multiplying by world cancels that average, so the
-        # gradient is (sum over all tokens) / n_tokens however the tokens are split between processes.
-        scale = self.world / n_tokens
-        loss_total = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro):
-            # no gradient all-reduce until the last micro-batch (accumulate locally first)
-            sync = (model.no_sync() if self.world > 1 and i < len(micro) - 1 else contextlib.nullcontext())
-            with sync:
+            with self.sync_on_last(i, len(micro)):
                 with self.autocast():
-                    logits = model(batch["src_ids"], batch["tgt_in_ids"])            # (B, T, V)
-                loss_sum, _ = masked_cross_entropy(logits, batch["tgt_out_ids"], self.tokenizer.pad_id,
-                                                   cfg.label_smoothing)       # float32 sum over real tokens
-                self.scaler.scale(loss_sum * scale).backward()                # grads accumulate in .grad
-            loss_total += loss_sum.detach()
-        loss = (self.all_reduce(loss_total) / n_tokens).item()             # mean token loss of the step
-
-        self.scaler.unscale_(self.optimizer)          # true gradients (no-op unless fp16)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        # clip_grad_norm_ returns the norm BEFORE clipping (Pascanu et al. 2013, gradient norm clipping)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        grad_norm = float(grad_norm)
-
+                    logits = self.train_model(batch["src_ids"], batch["tgt_in_ids"])    # (B, T, V)
+                batch_loss, _ = masked_cross_entropy(logits, batch["tgt_out_ids"], self.tokenizer.pad_id,
+                                                     self.cfg.label_smoothing)  # float32 sum over real tokens
+                self.scaler.scale(batch_loss * self.world / n_tokens).backward()   # grads accumulate in .grad
+            loss_sum += batch_loss.detach()
+        loss = (self.all_reduce(loss_sum) / n_tokens).item()                  # mean token loss of the step
+        grad_norm = self.clip_gradients()
         # NaN/Inf guard: a non-finite loss or gradient would poison the weights, the Adam moments and the
-        # EMA for good. Apply nothing: no step, no schedule, no EMA; count it. (Every rank sees the same
-        # all-reduced loss and the same synchronised gradients, so they all decide alike.)
+        # EMA for good, so nothing is applied (Trainer.skip_step).
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.update()                      # fp16: lower the loss scale after an overflow
-            self.skipped += 1
-            # subtle: with fp16 an overflowing gradient at a finite loss is the GradScaler's normal way to
-            # find its scale; only a non-finite LOSS (or any non-finite step in fp32/bf16) counts as "bad".
-            if not (self.precision == "fp16" and math.isfinite(loss)):
-                self.bad_in_a_row += 1
-            return {"kind": "skip", "step": self.step + 1, "loss": loss, "grad_norm": grad_norm,
-                    "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row}
-
+            return self.skip_step(loss, grad_norm)
         self.scaler.step(self.optimizer)              # optimizer.step() (GradScaler skips it on inf in fp16)
         self.scaler.update()
         lr = self.optimizer.param_groups[0]["lr"]    # the rate this step used
@@ -271,15 +241,44 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.bad_in_a_row = 0
+        self.step, self.bad_in_a_row = self.step + 1, 0
+        return {"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                **self.count_tokens_and_flops(micro, n_tokens), "skipped": self.skipped}
+
+    def sync_on_last(self, i: int, n: int):
+        """DDP: no gradient all-reduce until the last of n micro-batches (accumulate locally first).
+        subtle: DDP AVERAGES gradients over processes; train_step multiplies the loss by world to cancel that
+        average, so the gradient is (sum over all tokens) / n_tokens however the tokens are split."""
+        return self.train_model.no_sync() if self.world > 1 and i < n - 1 else contextlib.nullcontext()
+
+    def clip_gradients(self) -> float:
+        """Unscale (fp16; a no-op otherwise) and clip to cfg.grad_clip; the norm BEFORE clipping (Pascanu et al.
+        2013)."""
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        return float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or float("inf")))
+
+    def skip_step(self, loss: float, grad_norm: float) -> dict:
+        """A step with a non-finite loss or gradient: no update, no schedule, no EMA; counted. (Every rank sees
+        the same all-reduced loss and the same synchronised gradients, so they all decide alike.)
+        subtle: with fp16 an overflowing gradient at a finite loss is the GradScaler's normal way to find its
+        scale; only a non-finite LOSS (or any non-finite step in fp32/bf16) counts as "bad"."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()                          # fp16: lower the loss scale after an overflow
+        self.skipped += 1
+        if not (self.precision == "fp16" and math.isfinite(loss)):
+            self.bad_in_a_row += 1
+        return {"kind": "skip", "step": self.step + 1, "loss": loss, "grad_norm": grad_norm,
+                "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row}
+
+    def count_tokens_and_flops(self, micro: list[dict], n_tokens) -> dict:
+        """The step's tokens (source and target, every process) and FLOPs, for throughput and MFU."""
         src_tokens = sum(b["src_ids"].ne(self.tokenizer.pad_id).sum() for b in micro)
         n_all = int(self.all_reduce(src_tokens.float()).item() + n_tokens.item())
         flops = sum(self.model.flops_per_token(b["src_ids"].shape[1], b["tgt_in_ids"].shape[1])
                     for b in micro) / len(micro) * n_all
         self.tokens_seen += n_all
-        return {"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens": n_all, "flops": flops, "skipped": self.skipped}
+        return {"tokens": n_all, "flops": flops}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

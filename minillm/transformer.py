@@ -30,8 +30,7 @@ Tensor = torch.Tensor
 # Named sets of ModelConfig defaults (train.py --config); overrides go on top in ModelConfig.preset.
 MODEL_PRESETS = {
     # ≈ 9.4M parameters with V = 8000: trains on 2 CPU cores in minutes.
-    # dropout 0.05: on the law data's 1,353 pairs, 0.1 learned less per step (perplexity 116 against
-    # 109 at step 600, bench/learning.py); longer runs on small data may want 0.1 back (--dropout 0.1).
+    # dropout 0.05: 0.1 learned less per step on the law data (bench/README.md); long runs may want 0.1.
     "small": dict(vocab_size=8000, d_model=256, n_heads=4, n_encoder_layers=4, n_decoder_layers=4, d_ff=1024,
                   dropout=0.05),
     # ≈ 105M parameters with V = 8000 (BART-base widths, Lewis et al. 2020): for a GPU.
@@ -181,16 +180,16 @@ class DecoderBlock(nn.Module):
         # encoder's final norm; normalising it again here with the decoder's norm would apply a second,
         # decoder-owned scale to every key and value.
         h = self.norm2(x)
-        weights = None
+        cross_weights = None
         if cross_cache is not None:
             c = self.cross_attn(h, None, cross_mask, cache=cross_cache, kv_from_cache=True, need_weights=need_weights)
         else:
             c = self.cross_attn(h, enc_out, cross_mask, need_weights=need_weights)
         if need_weights:
-            c, weights = c                                              # weights: (B, H, T, S)
+            c, cross_weights = c                                        # (B, H, T, S)
         x = x + self.drop_path(self.scale2(self.dropout(c)))
         x = x + self.drop_path(self.scale3(self.dropout(self.ffn(self.norm3(x)))))
-        return x, weights, self_weights                                 # (B, T, C), weights or None
+        return x, cross_weights, self_weights                           # (B, T, C), weights or None
 
 
 def depth_rates(rate: float, n_layers: int) -> list[float]:

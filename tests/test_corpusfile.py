@@ -78,7 +78,8 @@ def test_a_corpus_file_round_trips_and_is_checked(tmp_path):
     lines = (tmp_path / CORPUS_FILE).read_text(encoding="utf-8").splitlines()
     for broken, must_say in ((lines[:1] + ['{"id": 3}'] + lines[2:], "line 2: id"),
                              (lines[:-1], "header says"),
-                             (['{"format": "other"}'] + lines[1:], "not a minillm-corpus 1 file")):
+                             (['{"format": "other"}'] + lines[1:], "not a minillm-corpus 1 file"),
+                             (lines[:2] + lines[1:2] + lines[3:], "line 3 repeats passage id 'md1'")):
         (tmp_path / "bad.jsonl").write_text("\n".join(broken) + "\n", encoding="utf-8")
         with pytest.raises(CorpusError, match=must_say):
             read_corpus(tmp_path / "bad.jsonl")

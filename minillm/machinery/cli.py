@@ -8,6 +8,8 @@
 in half, so the state it saves is exact); a second Ctrl-C stops at once.
 """
 import argparse
+import inspect
+import re
 import signal
 import sys
 import threading
@@ -25,6 +27,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(USER_ERROR, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def field_help(config_class) -> dict[str, str]:
+    """{field: its trailing comment} of a dataclass such as TrainConfig, read from its source, so that --help
+    says what the class says (one source of truth): `lr: float = 1e-3   # peak learning rate` -> "peak ..."."""
+    src = inspect.getsource(config_class)
+    return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, flags=re.M))
 
 
 def one_line(message, max_lines: int | None = None) -> str:

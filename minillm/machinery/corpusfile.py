@@ -142,10 +142,14 @@ def read_corpus(path) -> list[Passage]:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
         raise CorpusError(f"{path}: not a {FORMAT} {VERSION} file (its first line is {lines[0] if lines else ''!r:.60})")
-    passages = []
+    passages, first = [], {}
     for line_no, line in enumerate(lines[1:], start=2):
         obj = parse_json(line, f"{path}: line {line_no}, column {{column}}: invalid JSON", "one passage per line")
         passages.append(passage_from(path, line_no, obj))
+        if passages[-1].id in first:      # a source names its passage by id: two with one id would be ambiguous
+            raise CorpusError(f"{path}: line {line_no} repeats passage id {passages[-1].id!r} (first at line "
+                              f"{first[passages[-1].id]}); expected each id once")
+        first[passages[-1].id] = line_no
     if len(passages) != header.get("passages"):
         raise CorpusError(f"{path}: {len(passages)} passages, but its header says {header.get('passages')}")
     return passages
