@@ -22,7 +22,7 @@ import torch.distributed as dist
 from minillm.batching import TokenBatchSampler, collate
 from minillm.data import printable
 from minillm.evaluation import answer_chars, answers_record, teacher_forced_record
-from minillm.generation import GenerationConfig, decode_ids
+from minillm.generation import GenerationConfig, decode_ids, eval_mode
 from minillm.losses import masked_cross_entropy
 from minillm.optim import EMA, Schedule, make_optimizer, torch_schedule
 from minillm.tokenizer import FIRST_MERGE_ID
@@ -290,8 +290,7 @@ class Trainer:
             return None
         cfg = self.cfg
         ema = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
-        with ema:
-            self.model.eval()
+        with ema, eval_mode(self.model):
             def logits_fn(src_ids, tgt_in_ids):
                 with self.autocast():
                     return self.model(src_ids, tgt_in_ids)                                # (B, T, V)
@@ -310,7 +309,6 @@ class Trainer:
                 record.update(answers_record(hyps, [a for _, a in self.val_set.pairs[:n]]))
                 for (q, a), h in list(zip(self.val_set.pairs, hyps))[:cfg.print_samples]:
                     self.log(printable(f"  Q: {q}\n  reference: {a}\n  model:     {h}"))
-        self.model.train()
         return record
 
     @torch.no_grad()
@@ -321,14 +319,11 @@ class Trainer:
         bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
             return f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]})"
-        was_training = self.model.training
-        self.model.eval()
         items = self.train_set.items[:8]
         batch = {k: v.to(self.device) for k, v in collate(items, self.tokenizer.pad_id).items()}
-        with self.autocast():
+        with eval_mode(self.model), self.autocast():
             logits = self.model(batch["src_ids"], batch["tgt_in_ids"])                 # (B, T, V)
         loss_sum, n = masked_cross_entropy(logits, batch["tgt_out_ids"], self.tokenizer.pad_id)
-        self.model.train(was_training)
         loss = float(loss_sum / n)
         return None if math.isfinite(loss) else f"they give a non-finite loss ({loss}) on training pairs"
 
