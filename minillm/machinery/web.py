@@ -70,6 +70,9 @@ class Handler(BaseHTTPRequestHandler):
     # --- responses -------------------------------------------------------------------------------------------
 
     def _send(self, status, body, content_type, extra_headers=()):
+        # The reply is computed; only writing it is left. Its worker slot is free BEFORE the client can have
+        # read it: a client that asks again the moment it has a reply finds the slot free.
+        self.server.release_worker(self.connection)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -79,7 +82,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.release_worker(self.connection)   # the reply is out (one per connection: HTTP/1.0)
 
     def send_json(self, status, obj, extra_headers=()):
         # subtle: the byte-level tokenizer can decode to a lone surrogate (and JSON can carry one in), which UTF-8
@@ -254,8 +256,8 @@ class Server(ThreadingHTTPServer):
             raise
 
     def release_worker(self, request):
-        """Give back the worker slot `request` holds, once: as soon as its reply is written (a client may send
-        its next request the moment it has read a reply: with one worker it once got a 503), or when its
+        """Give back the worker slot `request` holds, once: when its reply is ready to be written (a client may
+        send its next request the moment it has read a reply: with one worker it once got a 503), or when its
         thread ends without a reply. A connection refused with a 503 holds none."""
         with self.held_lock:
             if request not in self.held:
