@@ -120,10 +120,10 @@ def write_log(path, n_steps, eval_every=10, partial_tail=False):
 
 
 @contextlib.contextmanager
-def serving(model, tok, directory, log_path):
+def serving(model, tok, directory, log_path, limits=None):
     """A server for model in a background thread; yields a namespace with its base URL, model, tokenizer and
-    server."""
-    limits = Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
+    server. limits: these tests' own by default."""
+    limits = limits or Limits(max_new_tokens=SERVER_CAP, max_question_chars=400, max_body_bytes=8192, max_beams=4)
     server = make_server(model, tok, "127.0.0.1", 0, log_path, limits, directory, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

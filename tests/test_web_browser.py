@@ -11,6 +11,7 @@ Needs Debian's `chromium` (.ci/run installs it with apt-get); skips with the rea
 MINILLM_SCREENSHOT_DIR=<dir> keeps the screenshots these tests take (1,400 px Turkish and English, 420 px).
 """
 import base64
+import contextlib
 import fcntl
 import html.parser
 import json
@@ -20,7 +21,6 @@ import re
 import select
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 
@@ -29,8 +29,7 @@ import pytest
 from minillm.decoding import SETTINGS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits
-from minillm.machinery.web import make_server
-from test_web import QUESTION, RAG_QUESTIONS, retrieval_checkpoint, tiny_checkpoint, write_log
+from test_web import QUESTION, RAG_QUESTIONS, retrieval_checkpoint, serving, tiny_checkpoint, write_log
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(
@@ -79,32 +78,28 @@ class DomIndex(html.parser.HTMLParser):
         return "".join(node["text"])
 
 
+@contextlib.contextmanager
+def served(model, tok, directory):
+    """(server, model, tokenizer, base URL) of a server for `model` in a background thread, stopped after."""
+    with serving(model, tok, directory, directory / "log.jsonl", Limits(max_new_tokens=24)) as app:
+        yield app.server, app.model, app.tok, app.url
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     directory = tmp_path_factory.mktemp("ckpt_browser")
     model, tok = tiny_checkpoint(directory)
     write_log(directory / "log.jsonl", 40)
-    server = make_server(model, tok, "127.0.0.1", 0, directory / "log.jsonl", Limits(max_new_tokens=24),
-                         directory, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, model, tok, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with served(model, tok, directory) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def rag_site(tmp_path_factory):
     """The same, for a model that retrieves (test_web.retrieval_checkpoint: QUESTION gets two passages)."""
     directory = tmp_path_factory.mktemp("ckpt_browser_rag")
-    model, tok = retrieval_checkpoint(directory)
-    server = make_server(model, tok, "127.0.0.1", 0, directory / "log.jsonl", Limits(max_new_tokens=24),
-                         directory, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, model, tok, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with served(*retrieval_checkpoint(directory), directory) as s:
+        yield s
 
 
 def chromium(url, tmp_path, *extra):
