@@ -26,9 +26,9 @@ test: $(STAMP)
 RUN ?= runs/small-$(shell date +%Y%m%d-%H%M%S)
 override RUN := $(RUN)
 TRAIN_FLAGS ?=
+LATEST := runs/latest
 train: $(STAMP)
-	$(PY) train.py --config small --device cpu --data data/sample.json --out $(RUN) --time-budget 5 $(TRAIN_FLAGS)
-	ln -sfn $(if $(filter runs/%,$(RUN)),$(patsubst runs/%,%,$(RUN)),$(abspath $(RUN))) runs/latest
+	$(PY) train.py --config small --device cpu --data data/sample.json --out $(RUN) --time-budget 5 --link-latest $(LATEST) $(TRAIN_FLAGS)
 
 # Each benchmark prints its figures and the ratio to a peer measured in the same run.
 bench: $(STAMP)

@@ -22,7 +22,7 @@ with QuietInterrupts("train.py"):          # Ctrl-C while torch loads: one line,
 
     from minillm.machinery.checkpoint import CheckpointError
     from minillm.machinery.run import RunInterrupted, TrainingAborted, start_run
-    from minillm.machinery.rundir import resume_config
+    from minillm.machinery.rundir import check_link, link_latest, resume_config
     from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
 
 PROG = "train.py"
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=list(TRAIN_PRESETS), default="small", help="preset (default: small)")
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue from the newest state-*.pt in --out, with its saved configuration")
+    p.add_argument("--link-latest", metavar="LINK", default=None,
+                   help="when the run has finished, point the symbolic link LINK at --out (make train: runs/latest)")
     help_text, defaults = field_help(TrainConfig), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag, kind = "--" + f.name.replace("_", "-"), _type(f.type)
@@ -70,15 +72,19 @@ def fit_default_warmup(preset: str, flags: dict) -> str | None:
 def main(argv=None) -> int:
     parser = build_parser()
     flags = vars(parser.parse_args(argv))          # unknown flags and wrong types exit with one line here
-    preset, resume = flags.pop("config"), flags.pop("resume")
+    preset, resume, link = flags.pop("config"), flags.pop("resume"), flags.pop("link_latest")
     try:
         notes = []                                    # said after the run's first line
+        if link:
+            check_link(link)                          # before the run, not after it has trained
         if resume:
             cfg = resume_config(flags.get("out", TrainConfig.preset(preset).out), flags, log=notes.append)
         else:
             notes = [note for note in [fit_default_warmup(preset, flags)] if note]
             cfg = TrainConfig.preset(preset, **flags)
         start_run(cfg, resume=resume, preset=preset, notes=notes).fit()
+        if link and not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):
+            link_latest(link, cfg.out)
     except RunInterrupted as e:                        # Ctrl-C or SIGTERM: one line, the shell's code 130
         print(f"{PROG}: {e}", file=sys.stderr, flush=True)
         return INTERRUPTED

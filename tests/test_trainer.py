@@ -447,6 +447,24 @@ def test_train_py_refuses_to_overwrite_a_run_and_resumes_from_the_command_line(t
     assert ck.latest_state(out)["train_config"]["data"] == str(data_file)
 
 
+def test_link_latest_points_at_the_finished_run_and_replaces_only_a_link(tmp_path, data_file, capsys):
+    """make train passes --link-latest runs/latest: once the run has finished the link names it (relative, so
+    the folder can move), a second run moves it, and something that is not a link is refused before training."""
+    from train import main
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SUBPROCESS_CFG, "max_steps": 4}.items()]
+    link = tmp_path / "latest"
+    for name in ("first", "second"):
+        assert main([f"--data={data_file}", f"--out={tmp_path / name}", f"--link-latest={link}", *flags]) == 0
+        assert link.is_symlink() and os.readlink(link) == name and (link / "model.pt").is_file()
+    (tmp_path / "folder").mkdir()
+    capsys.readouterr()
+    assert main([f"--data={data_file}", f"--out={tmp_path / 'third'}", f"--link-latest={tmp_path / 'folder'}",
+                 *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a symbolic link" in err[0] and (tmp_path / "folder").is_dir()
+    assert not (tmp_path / "third").exists() and os.readlink(link) == "second"
+
+
 def test_time_budget_stops_the_run_early_and_says_so(tmp_path):
     lines = []
     run = start_run(tiny_cfg(tmp_path, max_steps=100000, warmup_steps=3, time_budget=0.002), log=lines.append)

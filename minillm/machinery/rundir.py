@@ -151,3 +151,23 @@ def resume_config(out, overrides: dict, log=print) -> TrainConfig:
         if saved.get(k) != v:
             log(f"resume: --{k.replace('_', '-')} {saved.get(k)!r} -> {v!r}")
     return TrainConfig(**{**saved, **overrides})
+
+
+def check_link(link) -> None:
+    """OSError, one line, unless `link` is absent or a symbolic link (train.py checks before it trains)."""
+    if Path(link).exists() and not Path(link).is_symlink():
+        raise OSError(f"--link-latest {link}: exists and is not a symbolic link; expected a link to replace")
+
+
+def link_latest(link, out) -> None:
+    """Point the symbolic link `link` at the run directory `out` (`make train`: runs/latest, which generate.py
+    reads by default), replacing the link an earlier run left; relative when both sit in one folder. OSError,
+    one line, when `link` is something other than a link."""
+    link, out = Path(link), Path(out)
+    check_link(link)
+    target = os.path.relpath(out.resolve(), link.parent.resolve())
+    temporary = link.with_name(f".{link.name}.new")
+    if temporary.is_symlink():
+        temporary.unlink()
+    os.symlink(target, temporary)
+    os.replace(temporary, link)          # atomic: a reader sees the old run or the new one, never no link
