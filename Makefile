@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test train bench gpu-check clean
+.PHONY: test train lesson-model lesson-check bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ TRAIN_FLAGS ?=
 LATEST := runs/latest
 train: $(STAMP)
 	$(PY) train.py --config small --device cpu --data data/sample.json --out $(RUN) --time-budget 5 --link-latest $(LATEST) $(TRAIN_FLAGS)
+
+# The lesson's model: the same recipe as `make train`, but a fixed number of steps on one thread and no time
+# budget, so that every reader (and CI) trains the same model and gets the chapters' numbers. The stage blocks
+# in lesson/ were printed from it; lesson-check trains it afresh and compares every number of every stage block
+# to 3 significant digits (about 10 minutes on one core).
+LESSON := runs/lesson
+lesson-model: $(LESSON)/model.pt
+$(LESSON)/model.pt: | $(STAMP)
+	$(PY) train.py --config small --device cpu --data data/sample.json --out $(LESSON) --max-steps 500 --threads 1
+
+lesson-check: lesson-model
+	$(PY) -m minillm.machinery.chapters --check --stages $(LESSON) --digits 3
 
 # Each benchmark prints its figures and the ratio to a peer measured in the same run.
 bench: $(STAMP)

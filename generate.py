@@ -14,8 +14,8 @@ A model trained with retrieval reads passages of the law (and of training answer
 answer is followed by the passages it was given, one "  Kaynak: ..." line each (--no-sources leaves them out).
 
 Each decoding flag maps to a field of minillm.generation.GenerationConfig, and takes its type, range and help
-from minillm.decoding.SETTINGS; the script only parses arguments and calls the library
-(minillm.checkpoint.load, minillm.generation.generate and stream, minillm.machinery.web.serve).
+from minillm.decoding.BOUNDS (help: minillm.machinery.settings); the script only parses arguments and calls the library
+(minillm.checkpoint.load, minillm.generation.generate, minillm.machinery.streaming.stream, minillm.machinery.web.serve).
 A bad flag or value exits 2 with one line on stderr.
 
 The interactive prompt (no questions, stdin a terminal): line editing and a history for the session through the
@@ -33,12 +33,16 @@ from minillm.machinery.cli import INTERRUPTED, OneLineParser, QuietInterrupts, f
 
 with QuietInterrupts("generate.py"):       # Ctrl-C while torch loads: one line, not a traceback
     from minillm.checkpoint import MODEL_FILE, CheckpointError, load, state_files
-    from minillm.generation import SETTINGS, GenerationConfig, generate, stream
+    from minillm.decoding import BOUNDS
+    from minillm.generation import GenerationConfig, generate
+    from minillm.machinery.settings import describe
+    from minillm.machinery.streaming import stream
     from minillm.machinery.device import DEVICES, resolve_device
 
 PROG = "generate.py"
 DEFAULTS = GenerationConfig()
-# flag -> GenerationConfig field; type, choices, range and help come from SETTINGS, defaults from GenerationConfig.
+# flag -> GenerationConfig field; type, choices and range come from BOUNDS, help from machinery.settings,
+# defaults from GenerationConfig.
 FLAGS = {
     "--strategy": "strategy", "--max-new-tokens": "max_new_tokens", "--temperature": "temperature",
     "--top-k": "top_k", "--top-p": "top_p", "--beams": "num_beams", "--length-penalty": "length_penalty",
@@ -60,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default: {LATEST}, the run `make train` made last)")
     p.add_argument("--input", metavar="FILE", help="read questions from FILE, one per line (blank lines skipped)")
     for flag, name in FLAGS.items():
-        setting = SETTINGS[name]
+        setting = BOUNDS[name]
         p.add_argument(flag, dest=name, type=TYPES[setting.kind], default=getattr(DEFAULTS, name),
                        choices=setting.choices or None, metavar=None if setting.choices else name.upper(),
-                       help=f"{setting.help}; {setting.range_text()} (default: {getattr(DEFAULTS, name)})"
+                       help=f"{describe(name)} (default: {getattr(DEFAULTS, name)})"
                             .replace("%", "%%"))
     p.add_argument("--batch-size", type=int, default=32, help="questions decoded together (default: 32)")
     p.add_argument("--no-retrieval", action="store_true",
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)                 # unknown flags and wrong types exit here with a message
     try:
         for flag, name in FLAGS.items():          # the table's own check, naming the flag the user typed
-            SETTINGS[name].check(flag, getattr(args, name))
+            BOUNDS[name].check(flag, getattr(args, name))
         config = GenerationConfig(**{name: getattr(args, name) for name in FLAGS.values()})
         device = resolve_device(args.device)
     except ValueError as e:

@@ -1,4 +1,4 @@
-"""Train minillm. Every flag is a field of minillm.training.TrainConfig; --config picks the preset defaults.
+"""Train minillm. Every flag is a field of minillm.recipe.TrainConfig; --config picks the preset defaults.
 
     python train.py                                    # small preset, data/sample.json, CPU or GPU
     python train.py --device cuda --config base        # ~100M parameters, bf16
@@ -23,7 +23,7 @@ with QuietInterrupts("train.py"):          # Ctrl-C while torch loads: one line,
     from minillm.machinery.checkpoint import CheckpointError
     from minillm.machinery.run import RunInterrupted, TrainingAborted, start_run
     from minillm.machinery.rundir import check_link, link_latest, resume_config
-    from minillm.training import CHOICES, TRAIN_PRESETS, TrainConfig
+    from minillm.recipe import CHOICES, TRAIN_PRESETS, TrainConfig
 
 PROG = "train.py"
 

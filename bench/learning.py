@@ -45,7 +45,7 @@ from minillm.machinery import runlog  # noqa: E402
 from minillm.machinery.baselines import KneserNeyTrigram, nearest_neighbour_answers  # noqa: E402
 from minillm.machinery.run import start_run  # noqa: E402
 from minillm.metrics import distinct_share, text_scores  # noqa: E402
-from minillm.training import TrainConfig  # noqa: E402
+from minillm.recipe import TrainConfig  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAW = ROOT.parent / "shared" / "data" / "turkish-law-chatbot" / "test.json"

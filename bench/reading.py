@@ -51,7 +51,7 @@ from minillm.machinery.datafiles import load_pairs  # noqa: E402
 from minillm.machinery.run import start_run  # noqa: E402
 from minillm.metrics import distinct_share  # noqa: E402
 from minillm.retrieval import Hit, Retriever  # noqa: E402
-from minillm.training import TrainConfig  # noqa: E402
+from minillm.recipe import TrainConfig  # noqa: E402
 from retrieval import ARTICLES, LAW, right_article_rate  # noqa: E402
 
 NGRAMS = (0, 3)     # no_repeat_ngram_size of the final greedy answers: off, and 3

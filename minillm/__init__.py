@@ -3,8 +3,11 @@
 Two layers. The course (the modules directly in this folder) is what a learner reads, in this order; each
 module uses only those above it:
 
-    files -> bpe -> tokenizer -> attention -> layers -> transformer -> copying -> model -> losses -> metrics
-    -> optim -> data -> corpus -> retrieval -> batching -> decoding -> beam -> generation -> evaluation -> training
+    files -> bpe -> tokenizer -> data -> attention -> layers -> transformer -> corpus -> retrieval -> copying
+    -> model -> losses -> batching -> metrics -> decoding -> sampling -> beam -> generation -> optim
+    -> evaluation -> recipe -> training
+
+lesson/ teaches them in the same order, a chapter per group (lesson/README.md names each chapter's modules).
 
 The machinery (minillm/machinery/) makes it a tool: devices and several processes, checkpoints, the run log,
 reading data files, a training run from a config (set-up, resume, the loop), baselines, the downloader, the web page,
@@ -13,12 +16,13 @@ imports the course; the course never imports it. tests/test_layout.py holds both
 """
 __version__ = "0.1.0"
 
-COURSE = ("files", "bpe", "tokenizer", "attention", "layers", "transformer", "copying", "model", "losses", "metrics",
-          "optim", "data", "corpus", "retrieval", "batching", "decoding", "beam", "generation", "evaluation", "training")
+COURSE = ("files", "bpe", "tokenizer", "data", "attention", "layers", "transformer", "corpus", "retrieval",
+          "copying", "model", "losses", "batching", "metrics", "decoding", "sampling", "beam", "generation",
+          "optim", "evaluation", "recipe", "training")
 MACHINERY = ("machinery.cli", "machinery.device", "machinery.datafiles", "machinery.corpusfile",
              "machinery.checkpoint", "machinery.runlog", "machinery.rundir", "machinery.progress", "machinery.loop",
-             "machinery.run", "machinery.baselines", "machinery.download", "machinery.api", "machinery.reception",
+             "machinery.run", "machinery.baselines", "machinery.download", "machinery.settings", "machinery.api", "machinery.reception",
              "machinery.pagefiles", "machinery.web", "machinery.diagrams", "machinery.probes", "machinery.reading",
-             "machinery.lesson", "machinery.chapters")
+             "machinery.streaming", "machinery.lesson", "machinery.numbers", "machinery.chapters")
 ALIASES = ("checkpoint", "lesson")   # the contract's `minillm.checkpoint` (machinery.checkpoint re-exported);
 # `python -m minillm.lesson`, the stage printer of machinery.lesson

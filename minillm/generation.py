@@ -1,13 +1,12 @@
-"""Questions in, answers out: ``generate`` encodes the questions, decodes them in batches with the chosen
-strategy (minillm.decoding: greedy, sample; minillm.beam: beam) and, on request, recomputes the details the web
-page draws: each answer token's probability, the decoder's cross- and self-attention, and each step's top
-candidates before and after the processors (what temperature, top-k, top-p and the penalties changed).
-``stream`` answers one question the same way and hands its text over piece by piece as the tokens are
-produced (the interactive prompt).
+"""Questions in, answers out: ``generate`` encodes the questions, decodes them in batches with the
+chosen strategy (minillm.sampling: greedy, sample; minillm.beam: beam) and, on request, recomputes
+the details the web page draws: each answer token's probability, the decoder's cross- and
+self-attention, and each step's top candidates before and after the processors (what temperature,
+top-k, top-p and the penalties changed). The interactive prompt streams an answer piece by piece
+with the same steps (minillm.machinery.streaming).
 
     answers = generate(model, tokenizer, ["soru 1", "soru 2"], GenerationConfig(strategy="beam"))
     answers[0].text
-    stream(model, tokenizer, "soru", on_text=lambda piece: print(piece, end="", flush=True)).text
 
 Tensor symbols: B batch, S source length, T answer length, V vocabulary, H heads, N decoder layers.
 """
@@ -20,8 +19,9 @@ import torch
 
 from minillm.batching import pad
 from minillm.beam import beam_search
-from minillm.decoding import (SETTINGS, STRATEGIES, GenerationConfig, greedy_or_sample,  # noqa: F401 (re-exported)
-                              never_generated, process_logits, special_ids)
+from minillm.decoding import STRATEGIES, GenerationConfig  # noqa: F401 (re-exported)
+from minillm.decoding import process_logits, special_token_ban
+from minillm.sampling import greedy_or_sample, special_ids
 from minillm.retrieval import Hit, encoder_input
 
 
@@ -30,95 +30,110 @@ class Answer:
     """One generated answer. ``ids`` excludes <bos> and the final <eos>; T below is ``len(ids)``."""
     text: str
     ids: list[int]
-    token_probs: list[float] | None = None           # return_details: probability of each chosen token (len T)
-    cross_attention: torch.Tensor | None = None      # return_details: (N, H, T, S) cross-attention weights
-    # return_details: (N, H, T, T) decoder self-attention weights; row t is the step that wrote ids[t], column j
-    # the decoder input at position j (<bos>, then ids[:-1]); causal, so zero above the diagonal.
+    # return_details: the probability of each chosen token (len T)
+    token_probs: list[float] | None = None
+    # return_details: (N, H, T, S) cross-attention weights
+    cross_attention: torch.Tensor | None = None
+    # return_details: (N, H, T, T) decoder self-attention weights; row t is the step that wrote
+    # ids[t], column j the decoder input at position j (<bos>, then ids[:-1]); causal, so zero above
+    # the diagonal.
     self_attention: torch.Tensor | None = None
-    # return_details: per answer token, the top candidates as [(id, probability), ...], best first: "raw" from
-    # the model's own softmax, "processed" after the processors the strategy used (zero-probability ones left out).
+    # return_details: per answer token, the top candidates as [(id, probability), ...], best first:
+    # "raw" from the model's own softmax, "processed" after the processors the strategy used
+    # (zero-probability ones left out).
     steps: list[dict] | None = None
-    src_ids: list[int] = field(default_factory=list)     # what the encoder read: the question, then the passages
-    src_tokens: list[str] = field(default_factory=list)  # printable source tokens: the S axis of the heatmap
-    tgt_tokens: list[str] = field(default_factory=list)  # printable answer tokens: the T axis of the heatmap
-    # the passages the encoder read after the question, in that order (retrieval.Hit: .passage with its id,
-    # article or pair and heading; .score; .how); empty without retrieval, or when no passage matched
+    # what the encoder read: the question, then the passages
+    src_ids: list[int] = field(default_factory=list)
+    # printable source tokens (the S axis of the heatmap) and answer tokens (its T axis)
+    src_tokens: list[str] = field(default_factory=list)
+    tgt_tokens: list[str] = field(default_factory=list)
+    # the passages the encoder read after the question, in that order (retrieval.Hit: .passage with
+    # its id, article or pair and heading; .score; .how); empty without retrieval, or when no
+    # passage matched
     sources: list[Hit] = field(default_factory=list)
 
 
 def top_candidates(probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
-    """(B, V) probabilities -> per row the k most probable (id, probability), best first, zeros left out."""
+    """(B, V) probabilities -> per row the k most probable (id, probability), best first, zeros
+    left out."""
     p, ids = probs.topk(min(k, probs.size(-1)), dim=-1)                       # (B, k) each
-    return [[(int(i), float(q)) for i, q in zip(row_ids, row_p) if q > 0] for row_ids, row_p in
-            zip(ids.tolist(), p.tolist())]
+    return [[(int(i), float(q)) for i, q in zip(row_ids, row_p) if q > 0]
+            for row_ids, row_p in zip(ids.tolist(), p.tolist())]
 
 
-def token_details(model, src: torch.Tensor, answers: list[list[int]], config: GenerationConfig, top: int = 5):
-    """Teacher-forces each answer through the decoder once (all positions in one ``decode_step`` call) and
-    returns, per row, (probabilities of the answer's tokens, cross-attention (N, H, T, S_real), self-attention
-    (N, H, T, T), steps): ``steps[t]`` holds the ``top`` candidates at step t, {"raw": [(id, p), ...],
-    "processed": [(id, p), ...]}, before and after ``process_logits`` (see ``Answer.steps``).
+def token_details(model, src: torch.Tensor, answers: list[list[int]], config: GenerationConfig,
+                  top: int = 5):
+    """Teacher-forces each answer through the decoder once (all positions in one ``decode_step``
+    call) and returns, per row, (probabilities of the answer's tokens, cross-attention
+    (N, H, T, S_real), self-attention (N, H, T, T), steps): ``steps[t]`` holds the ``top``
+    candidates at step t, {"raw": [(id, p), ...], "processed": [(id, p), ...]}, before and after
+    ``process_logits`` (see ``Answer.steps``).
 
-    The probability is that of the distribution the strategy chose from: the model's softmax after the same
-    processors (so after temperature/top-k/top-p when sampling). Recomputing here, instead of recording during
-    the search, keeps the decoding loops lean and gives beam search its details for free (a beam's tokens
-    are reshuffled at every step)."""
+    The probability is that of the distribution the strategy chose from: the model's softmax after
+    the same processors (so after temperature/top-k/top-p when sampling). Recomputing here, instead
+    of recording during the search, keeps the decoding loops lean and gives beam search its details
+    for free (a beam's tokens are reshuffled at every step)."""
     special = special_ids(model)
     B = src.size(0)
-    T = max(1, max(len(a) for a in answers))      # the longest answer; at least 1, so the decoder has a position
-    # <bos> + answer + one <pad> (an empty answer still needs a next token to read), right-padded: (B, >= T + 1)
-    answer_in_ids = pad([[special.bos] + ids + [special.pad] for ids in answers], special.pad).to(src.device)
+    T = max(1, max(len(a) for a in answers))   # the longest answer; at least 1 decoder position
+    # <bos> + answer + one <pad> (an empty answer still needs a next token to read), right-padded:
+    # (B, >= T + 1)
+    rows = [[special.bos] + ids + [special.pad] for ids in answers]
+    answer_in_ids = pad(rows, special.pad).to(src.device)
     enc_out, src_mask = model.encode(src)                                     # (B, S, C), (B, S)
     cache = model.make_cache(enc_out, src_mask, src)
-    # subtle: padding after a short answer is harmless: causal self-attention never lets an earlier position
-    # see a later one, and we read only each row's own positions.
-    logits, cross, self_w = model.decode_step(answer_in_ids[:, :T], cache, need_weights=True)  # (B, T, V), ...
-    cross = torch.stack(cross, dim=1)                                         # N x (B, H, T, S) -> (B, N, H, T, S)
-    self_w = torch.stack(self_w, dim=1)                                       # N x (B, H, T, T) -> (B, N, H, T, T)
+    # subtle: padding after a short answer is harmless: causal self-attention never lets an earlier
+    # position see a later one, and we read only each row's own positions.
+    logits, cross, self_w = model.decode_step(answer_in_ids[:, :T], cache, need_weights=True)
+    cross = torch.stack(cross, dim=1)                 # N x (B, H, T, S) -> (B, N, H, T, S)
+    self_w = torch.stack(self_w, dim=1)               # N x (B, H, T, T) -> (B, N, H, T, T)
     probs = torch.empty(B, T, device=src.device)
     steps: list[list[dict]] = [[] for _ in range(B)]
-    never = never_generated(logits.size(-1), (special.pad, special.bos), src.device)
+    ban = special_token_ban(logits.size(-1), (special.pad, special.bos), src.device)
     for t in range(T):
-        step_logits = process_logits(logits[:, t, :].float(), answer_in_ids[:, :t + 1], config, never)  # (B, V)
-        step_probs = step_logits.softmax(dim=-1)                              # (B, V) what the strategy chose from
+        raw_logits = logits[:, t, :].float()                                   # (B, V)
+        step_logits = process_logits(raw_logits, answer_in_ids[:, :t + 1], config, ban)
+        step_probs = step_logits.softmax(dim=-1)              # (B, V): what the strategy chose from
         probs[:, t] = step_probs.gather(1, answer_in_ids[:, t + 1:t + 2]).squeeze(1)
-        raw = top_candidates(logits[:, t, :].float().softmax(dim=-1), top)   # the model's own distribution
+        raw = top_candidates(raw_logits.softmax(dim=-1), top)   # the model's own distribution
         processed = top_candidates(step_probs, top)
         for i, a in enumerate(answers):
             if t < len(a):
                 steps[i].append({"raw": raw[i], "processed": processed[i]})
-    src_len = src_mask.sum(dim=1).tolist()                                    # real source tokens per row
+    src_len = src_mask.sum(dim=1).tolist()                             # real source tokens per row
     return [(probs[i, :len(a)].tolist(), cross[i, :, :, :len(a), :src_len[i]].float().cpu(),
-             self_w[i, :, :, :len(a), :len(a)].float().cpu(), steps[i]) for i, a in enumerate(answers)]
+             self_w[i, :, :, :len(a), :len(a)].float().cpu(), steps[i])
+            for i, a in enumerate(answers)]
 
 
 def answer_length(model) -> int:
-    """The most answer tokens the model can write: the decoder reads <bos> + all but the last answer token,
-    max_new_tokens positions in all, and has cfg.max_len."""
+    """The most answer tokens the model can write: the decoder reads <bos> + all but the last
+    answer token, max_new_tokens positions in all, and has cfg.max_len."""
     return model.cfg.max_len
 
 
 def source_length(model) -> int:
-    """The source length the model was trained on: ``cfg.max_src_len``, or ``cfg.max_len`` for checkpoints
-    saved before max_src_len existed."""
+    """The source length the model was trained on: ``cfg.max_src_len``, or ``cfg.max_len`` for
+    checkpoints saved before max_src_len existed."""
     return model.cfg.max_src_len or model.cfg.max_len
 
 
 @torch.inference_mode()
 def decode_ids(model, src_ids: list[list[int]], config: GenerationConfig,
                on_token=None) -> list[tuple[list[int], bool]]:
-    """Generate for already tokenised sources. Returns, per source, (answer ids without <bos>/<eos>, whether
-    it ended at <eos>). The model must be in eval mode (``generate`` sees to that). ``on_token(rows, next_ids)``
-    is called at every step of greedy decoding and sampling (see ``decoding.greedy_or_sample``), not of beam
-    search, whose hypotheses are reordered at every step."""
+    """Generate for already tokenised sources. Returns, per source, (answer ids without
+    <bos>/<eos>, whether it ended at <eos>). The model must be in eval mode (``generate`` sees to
+    that). ``on_token(rows, next_ids)`` is called at every step of greedy decoding and sampling
+    (see ``sampling.greedy_or_sample``), not of beam search, whose hypotheses are reordered at
+    every step."""
     if config.max_new_tokens > answer_length(model):
-        raise ValueError(f"max_new_tokens = {config.max_new_tokens} needs more decoder positions than the model "
-                         f"has (max_len = {model.cfg.max_len})")
+        raise ValueError(f"max_new_tokens = {config.max_new_tokens} needs more decoder positions "
+                         f"than the model has (max_len = {model.cfg.max_len})")
     device = next(model.parameters()).device
     src = pad(src_ids, model.cfg.pad_id).to(device)                          # (B, S)
     if config.strategy == "beam":
         return [(h.ids, h.finished) for h in beam_search(model, src, config)]
-    return greedy_or_sample(model, src, config, special_ids(model), on_token)
+    return greedy_or_sample(model, src, config, on_token)
 
 
 def check_question(question) -> None:
@@ -128,7 +143,8 @@ def check_question(question) -> None:
 
 @contextmanager
 def eval_mode(model):
-    """Dropout off while generating; the model's mode is restored after (the trainer generates mid-run)."""
+    """Dropout off while generating; the model's mode is restored after (the trainer generates
+    mid-run)."""
     was_training = model.training
     model.eval()
     try:
@@ -143,10 +159,11 @@ def make_answer(tokenizer, src_ids: list[int], ids: list[int], sources: list[Hit
                   tgt_tokens=[tokenizer.id_to_token_str(x) for x in ids], sources=sources)
 
 
-def encode_question(model, tokenizer, question: str, retrieval: bool = True) -> tuple[list[int], list[Hit]]:
-    """(src_ids, sources): the encoder input for one question, by retrieval.encoder_input, as training built it:
-    the model's source length, and its retriever (the corpus its checkpoint records) unless ``retrieval`` is
-    False (to compare an answer with and without the passages)."""
+def encode_question(model, tokenizer, question: str,
+                    retrieval: bool = True) -> tuple[list[int], list[Hit]]:
+    """(src_ids, sources): the encoder input for one question, by retrieval.encoder_input, as
+    training built it: the model's source length, and its retriever (the corpus its checkpoint
+    records) unless ``retrieval`` is False (to compare an answer with and without the passages)."""
     retriever = model.retriever if retrieval else None
     src_ids, _, hits = encoder_input(tokenizer, question, source_length(model), retriever)
     return src_ids, hits
@@ -154,16 +171,18 @@ def encode_question(model, tokenizer, question: str, retrieval: bool = True) -> 
 
 @torch.inference_mode()
 def generate(model, tokenizer, questions: list[str], config: GenerationConfig | None = None,
-             return_details: bool = False, batch_size: int = 32, retrieval: bool = True) -> list[Answer]:
+             return_details: bool = False, batch_size: int = 32,
+             retrieval: bool = True) -> list[Answer]:
     """Answer each question; returns one ``Answer`` per question, in order.
 
-    Each question becomes encoder input exactly as training built it (``encode_question``: cleaned,
-    tokenised, cut to the model's source length, <eos> appended, then the passages the model's retriever finds,
-    which ``answer.sources`` lists; ``retrieval=False`` leaves them out). Questions are decoded ``batch_size`` at a
-    time, sorted by length so that a batch carries little padding (greedy and beam answers do not depend on the
-    batching; sampled ones depend on the seed AND on which questions share a batch, since the rows draw from one
-    generator). With ``return_details`` each answer also carries the probability of each of its tokens, the
-    cross- and self-attention weights and each step's top candidates (see ``Answer``), for the web page."""
+    Each question becomes encoder input exactly as training built it (``encode_question``:
+    cleaned, tokenised, cut to the model's source length, <eos> appended, then the passages the
+    model's retriever finds, which ``answer.sources`` lists; ``retrieval=False`` leaves them out).
+    Questions are decoded ``batch_size`` at a time, sorted by length so that a batch carries little
+    padding (greedy and beam answers do not depend on the batching; sampled ones depend on the seed
+    AND on which questions share a batch, since the rows draw from one generator). With
+    ``return_details`` each answer also carries the probability of each of its tokens, the cross-
+    and self-attention weights and each step's top candidates (see ``Answer``), for the web page."""
     if isinstance(questions, str) or not isinstance(questions, (list, tuple)):
         raise TypeError(f"questions must be a list of str, got {type(questions).__name__}")
     for q in questions:
@@ -180,71 +199,12 @@ def generate(model, tokenizer, questions: list[str], config: GenerationConfig | 
             results = decode_ids(model, chunk_src, config)
             details = None
             if return_details:
-                src = pad(chunk_src, model.cfg.pad_id).to(next(model.parameters()).device)   # (B, S)
+                device = next(model.parameters()).device
+                src = pad(chunk_src, model.cfg.pad_id).to(device)                # (B, S)
                 details = token_details(model, src, [ids for ids, _ in results], config)
             for j, i in enumerate(chunk):
                 answers[i] = make_answer(tokenizer, src_ids[i], results[j][0], encoded[i][1])
                 if details is not None:
-                    (answers[i].token_probs, answers[i].cross_attention, answers[i].self_attention,
-                     answers[i].steps) = details[j]
+                    (answers[i].token_probs, answers[i].cross_attention,
+                     answers[i].self_attention, answers[i].steps) = details[j]
     return answers
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Streaming: the answer's text while it is being produced, for the interactive prompt
-# ----------------------------------------------------------------------------------------------------------
-
-class TextStream:
-    """Turns answer tokens, arriving one at a time, into pieces of text: each piece is what
-    ``tokenizer.decode(ids so far)`` has gained since the last one, so the pieces join to the decoded answer.
-
-    subtle: a byte-level BPE token can end in the middle of a UTF-8 character (Turkish "ş" is two bytes, and two
-    tokens can share them). Decoding then ends in U+FFFD, which the next token turns into the real character;
-    so the text from its trailing U+FFFDs on is held back, and nothing shown is ever taken back (UTF-8 decodes
-    left to right: the text before an unfinished character does not change when bytes follow it). Once the
-    text ends in a whole character, decoding restarts from the next token: each step decodes a few tokens,
-    not the whole answer again."""
-
-    def __init__(self, tokenizer, on_text):
-        self.tokenizer, self.on_text = tokenizer, on_text
-        self.text = ""                 # every piece shown so far, joined
-        self.pending: list[int] = []   # the tokens since the text last ended in a whole character
-        self.pending_shown = 0         # how many characters of decode(pending) are already shown
-
-    def show(self, piece: str) -> None:
-        if piece:
-            self.text += piece
-            self.on_text(piece)
-
-    def add(self, token_id: int) -> None:
-        self.pending.append(token_id)
-        text = self.tokenizer.decode(self.pending)      # special tokens (<eos>) decode to nothing
-        whole = text.rstrip("\ufffd")                   # hold back what may be an unfinished character
-        self.show(whole[self.pending_shown:])
-        self.pending_shown = len(whole)
-        if whole == text:
-            self.pending, self.pending_shown = [], 0
-
-    def finish(self, final_text: str) -> None:
-        """Show the rest of the answer: U+FFFDs held back that stayed (invalid bytes), or a beam answer whole."""
-        assert final_text.startswith(self.text), "a piece already shown is not part of the answer"
-        self.show(final_text[len(self.text):])
-
-
-@torch.inference_mode()
-def stream(model, tokenizer, question: str, config: GenerationConfig | None = None, on_text=None,
-           retrieval: bool = True) -> Answer:
-    """Answer one question as ``generate([question])`` does (the same steps: encode_question, decode_ids,
-    make_answer), calling ``on_text(piece)`` with each newly completed piece of the answer's text as greedy
-    decoding or sampling produces the tokens. Beam search cannot stream (a hypothesis ahead now may lose later):
-    its answer comes as one piece at the end. The pieces join to ``answer.text``; the ``Answer`` is returned."""
-    check_question(question)
-    config = config or GenerationConfig()
-    src_ids, sources = encode_question(model, tokenizer, question, retrieval)
-    pieces = TextStream(tokenizer, on_text or (lambda piece: None))
-    on_token = None if config.strategy == "beam" else lambda rows, next_ids: pieces.add(int(next_ids[0]))
-    with eval_mode(model):
-        ids = decode_ids(model, [src_ids], config, on_token)[0][0]
-    answer = make_answer(tokenizer, src_ids, ids, sources)
-    pieces.finish(answer.text)
-    return answer

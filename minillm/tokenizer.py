@@ -1,46 +1,48 @@
 """Byte-level byte-pair encoding (BPE), trained from scratch.
 
-BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with Subword Units") starts from a base
-alphabet and repeatedly merges the most frequent adjacent pair of symbols into a new symbol. Byte-level BPE
-(Radford et al. 2019, GPT-2) uses the 256 byte values as the base alphabet, so every string can be encoded and
-nothing is ever "unknown" -- which matters for Turkish, where a tokenizer built for English (t5-small's, say)
-silently drops or mangles "ı", "ğ" and "ş".
+BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with Subword Units") starts
+from a base alphabet and repeatedly merges the most frequent adjacent pair of symbols into a new
+symbol. Byte-level BPE (Radford et al. 2019, GPT-2) uses the 256 byte values as the base alphabet,
+so every string can be encoded and nothing is ever "unknown" -- which matters for Turkish, where a
+tokenizer built for English (t5-small's, say) silently drops or mangles "ı", "ğ" and "ş".
 
 Vocabulary layout (ids):
-    0, 1, 2          special tokens <pad>, <bos>, <eos>  (pad is 0 so that zero-filled tensors are padding)
-    3 .. 258         the 256 byte values (token id = byte + 3)
-    259 ..           one id per learned merge, in the order the merges were learned
+    0, 1, 2      special tokens <pad>, <bos>, <eos> (pad is 0: zero-filled tensors are padding)
+    3 .. 258     the 256 byte values (token id = byte + 3)
+    259 ..       one id per learned merge, in the order the merges were learned
 
-Learning the merges is minillm/bpe.py (the textbook loop, and the incremental trainer that equals it). This
-module is everything around it:
+Learning the merges and replaying them on token ids is minillm/bpe.py (each as a textbook loop,
+and a fast version that equals it). This module is everything around it:
 
-1. Pre-tokenisation. Text is first split into chunks (words with their leading space, numbers of at most three
-   digits, punctuation runs, whitespace) by one regular expression, ``PATTERN``. Merges never cross a chunk
-   boundary, and *the same pattern* is used for training and for encoding. Training counts each distinct
-   chunk once, with its frequency (``count_chunks``), and hands those counts to ``bpe.train_merges``.
-2. Encoding replays the merges on each chunk, earliest-learned first (``merge_chunk_textbook`` to read, the
-   equal ``merge_chunk`` to run), and caches the ids of every chunk it has seen.
+1. Pre-tokenisation. Text is first split into chunks (words with their leading space, numbers of
+   at most three digits, punctuation runs, whitespace) by one regular expression, ``PATTERN``.
+   Merges never cross a chunk boundary, and *the same pattern* is used for training and for
+   encoding. Training counts each distinct chunk once, with its frequency (``count_chunks``), and
+   hands those counts to ``bpe.train_merges``.
+2. Encoding replays the merges on each chunk, earliest-learned first (``bpe.merge_chunk_textbook``
+   on short chunks, the equal ``bpe.merge_chunk`` on long ones), and caches the ids of every chunk
+   it has seen.
 3. Special tokens, decoding, and a versioned text file (``save`` / ``load``).
 
-Lone surrogates (str values such as "\\ud800", which are not valid Unicode scalar values and cannot be UTF-8
-encoded) are encoded with Python's "surrogatepass" rule, i.e. as the three bytes UTF-8 would use for that code
-point. So ``decode(encode(s)) == s`` holds for *every* Python str. Decoding an arbitrary id sequence that does
-not form valid UTF-8 (a model can generate one) never raises: such bytes become U+FFFD.
+Lone surrogates (str values such as "\\ud800", which are not valid Unicode scalar values and
+cannot be UTF-8 encoded) are encoded with Python's "surrogatepass" rule, i.e. as the three bytes
+UTF-8 would use for that code point. So ``decode(encode(s)) == s`` holds for *every* Python str.
+Decoding an arbitrary id sequence that does not form valid UTF-8 (a model can generate one) never
+raises: such bytes become U+FFFD.
 
-Normalisation (NFC, the Turkish "i̇" fix) is deliberately *not* done here: the tokenizer is lossless, and
-cleaning belongs to the data pipeline (minillm/data.py).
+Normalisation (NFC, the Turkish "i̇" fix) is deliberately *not* done here: the tokenizer is
+lossless, and cleaning belongs to the data pipeline (minillm/data.py).
 """
 from __future__ import annotations
 
 import codecs
-import heapq
 import json
 import os
 import re
 from collections import Counter
 from typing import Iterable
 
-from minillm.bpe import train_merges
+from minillm.bpe import merge_chunk, merge_chunk_textbook, train_merges
 from minillm.files import atomic_write_text
 
 FORMAT_NAME = "minillm-bpe"
@@ -51,11 +53,13 @@ N_SPECIAL = len(SPECIAL_TOKENS)
 BYTE_OFFSET = N_SPECIAL  # byte value b has token id b + BYTE_OFFSET
 FIRST_MERGE_ID = BYTE_OFFSET + 256
 
-# Combining marks (Unicode category Mn in the common blocks). Python's `re` has no \p{M}, and \w does not match
-# marks, so we list the blocks. Keeping marks inside words matters for Turkish: lowercasing "İ" gives "i" + U+0307.
-_MARKS = "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f\u0900-\u0903\u093a-\u094f" \
-         "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
-_LETTER = rf"(?:[^\W\d_]|[{_MARKS}])"  # a letter of any script (\w minus digits and "_"), or a combining mark
+# Combining marks (Unicode category Mn in the common blocks). Python's `re` has no \p{M}, and \w
+# does not match marks, so we list the blocks. Keeping marks inside words matters for Turkish:
+# lowercasing "İ" gives "i" + U+0307.
+_MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f\u0900-\u0903"
+          "\u093a-\u094f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f")
+# a letter of any script (\w minus digits and "_"), or a combining mark
+_LETTER = rf"(?:[^\W\d_]|[{_MARKS}])"
 
 # The pre-tokenisation pattern, tried left to right at each position:
 #   a word with at most one leading space          " Anayasa", "ılık", "i̇lk"
@@ -63,8 +67,9 @@ _LETTER = rf"(?:[^\W\d_]|[{_MARKS}])"  # a letter of any script (\w minus digits
 #   a number, in groups of at most three digits    "1982" -> "198", "2"
 #   a run of punctuation/symbols with optional space and the line breaks after it
 #   line breaks (with the spaces before them), trailing spaces, other whitespace
-# Every character matches one branch (a letter, a digit, whitespace, or "anything else"), so joining the chunks
-# gives back the text exactly; tests/test_tokenizer.py checks that with hypothesis.
+# Every character matches one branch (a letter, a digit, whitespace, or "anything else"), so
+# joining the chunks gives back the text exactly; tests/test_tokenizer.py checks that with
+# hypothesis.
 PATTERN = (
     rf" ?{_LETTER}+"
     rf"|'{_LETTER}+"
@@ -77,8 +82,9 @@ PATTERN = (
 
 
 def _surrogate_or_replace(err: UnicodeDecodeError):
-    """Decoding error handler: UTF-8-style encoded surrogates come back as the surrogate ("surrogatepass"),
-    any other invalid byte sequence becomes U+FFFD (as errors="replace" would)."""
+    """Decoding error handler: UTF-8-style encoded surrogates come back as the surrogate
+    ("surrogatepass"), any other invalid byte sequence becomes U+FFFD (as errors="replace"
+    would)."""
     bad = err.object[err.start:err.start + 3]
     if len(bad) == 3 and bad[0] == 0xED and 0xA0 <= bad[1] <= 0xBF and 0x80 <= bad[2] <= 0xBF:
         code_point = ((bad[0] & 0x0F) << 12) | ((bad[1] & 0x3F) << 6) | (bad[2] & 0x3F)
@@ -94,10 +100,10 @@ def _text_to_bytes(text: str) -> bytes:
 
 
 def count_chunks(texts: Iterable[str]) -> dict[tuple[int, ...], int]:
-    """The distinct pre-tokenised chunks of `texts`, each as its tuple of byte token ids, with how often it occurs.
+    """The distinct pre-tokenised chunks of `texts` (tuples of byte token ids), with their counts.
 
-    These are the "words" that minillm/bpe.py learns merges from. Counting each distinct chunk once is what lets
-    training scale with the vocabulary of the corpus rather than its length.
+    These are the "words" that minillm/bpe.py learns merges from. Counting each distinct chunk once
+    is what lets training scale with the vocabulary of the corpus rather than its length.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of str, not a single str (wrap it in a list)")
@@ -107,90 +113,47 @@ def count_chunks(texts: Iterable[str]) -> dict[tuple[int, ...], int]:
         if not isinstance(text, str):
             raise TypeError(f"texts must contain str, got {type(text).__name__}")
         chunk_counts.update(split(text))
-    # subtle: distinct chunks give distinct byte strings (surrogatepass is one-to-one), so no counts are lost here
-    return {tuple(b + BYTE_OFFSET for b in _text_to_bytes(chunk)): n for chunk, n in chunk_counts.items()}
+    # subtle: distinct chunks give distinct byte strings (surrogatepass is one-to-one), so no
+    # counts are lost here
+    return {tuple(b + BYTE_OFFSET for b in _text_to_bytes(chunk)): n
+            for chunk, n in chunk_counts.items()}
 
 
-def merge_chunk_textbook(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
-    """BPE on one chunk: repeatedly apply the earliest-learned merge present, as during training.
-
-    `ranks[pair]` is the id of the token the pair merges into, so the lowest rank is the earliest merge.
-    `pair_ranks[i]` is the rank of (ids[i], ids[i + 1]); merging at i changes only the ranks at i - 1 and i.
-    Taking the leftmost lowest-ranked pair each time merges repeated pairs left to right, as training did. Each
-    merge scans the chunk (`min`, `index`, `del`): O(n^2) for n bytes, minutes for a 1 MB word."""
-    ids = list(ids)
-    never = 1 << 62  # rank of a pair that was never merged
-    pair_ranks = [ranks.get(p, never) for p in zip(ids, ids[1:])]
-    while pair_ranks:
-        new_id = min(pair_ranks)
-        if new_id == never:
-            break
-        i = pair_ranks.index(new_id)
-        ids[i:i + 2] = [new_id]
-        del pair_ranks[i]
-        if i > 0:
-            pair_ranks[i - 1] = ranks.get((ids[i - 1], new_id), never)
-        if i < len(pair_ranks):
-            pair_ranks[i] = ranks.get((new_id, ids[i + 1]), never)
-    return ids
+def _file_error(path: str, line_no: int, problem: str) -> ValueError:
+    """The one shape of a complaint about a tokenizer file: it names the file and the line."""
+    return ValueError(f"tokenizer file {path!r}, line {line_no}: {problem}")
 
 
-def merge_chunk(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
-    """The same result as `merge_chunk_textbook`, in O(n log n) for a chunk of n bytes instead of O(n^2).
-
-    A pair that a merge forms contains the new token, so it was learned later and ranks higher (merges are made
-    of earlier tokens; `train` and `load` guarantee it). So the textbook loop applies every merge of one rank,
-    leftmost first, before any higher rank. This does the same, one rank at a time, without rescanning:
-    `positions[r]` lists where a pair of rank r was formed, the heap `lowest` holds the ranks listed, and the
-    symbols form a doubly linked list over the positions of `ids` (a merged symbol keeps the position of its
-    left part, so nothing shifts). A merge forms at most two pairs: O(n) positions, sorted once: O(n log n)."""
-    ids = list(ids)  # ids[i]: the symbol that starts at byte i, or -1 once merged into its left neighbour
-    n = len(ids)
-    next_pos = list(range(1, n + 1))  # position of the next live symbol; n means none
-    prev_pos = list(range(-1, n - 1))  # position of the previous live symbol; -1 means none
-    positions: dict[int, list[int]] = {}  # rank -> positions where a pair of that rank was formed
-    lowest: list[int] = []  # heap of the ranks in `positions`
-
-    def formed(i: int) -> None:  # a pair now starts at position i: list it under its rank
-        rank = ranks.get((ids[i], ids[next_pos[i]]))
-        if rank is not None:
-            if rank not in positions:
-                heapq.heappush(lowest, rank)
-            positions.setdefault(rank, []).append(i)
-
-    for i in range(n - 1):
-        formed(i)
-    while lowest:
-        rank = heapq.heappop(lowest)
-        for i in sorted(positions.pop(rank)):  # leftmost first, as the textbook loop
-            j = next_pos[i]
-            # subtle: the pair listed at i may be gone (in "aaa", merging (a a) at 0 kills position 1, and a merge
-            # changes its neighbours' pairs). A rank names one pair, so "i still starts this pair" is the whole check.
-            if j == n or ranks.get((ids[i], ids[j])) != rank:
-                continue
-            ids[i], ids[j] = rank, -1  # merge j into i; the new token's id is the merge's rank
-            k = next_pos[i] = next_pos[j]
-            if k < n:
-                prev_pos[k] = i
-                formed(i)
-            if prev_pos[i] >= 0:
-                formed(prev_pos[i])
-    return [t for t in ids if t >= 0]
+def _parse_merge(line: str, line_no: int, new_id: int, path: str) -> tuple[int, int]:
+    """One "left right  # comment" line: a merge may only use bytes and earlier merges."""
+    fields = line.split("#", 1)[0].split()
+    if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
+        raise _file_error(path, line_no,
+                          f"expected two token ids 'left right', found {line[:60]!r}")
+    left = int(fields[0])
+    right = int(fields[1])
+    if not (BYTE_OFFSET <= left < new_id and BYTE_OFFSET <= right < new_id):
+        raise _file_error(path, line_no, f"merge ({left}, {right}) must use byte or earlier merge "
+                                         f"ids in [{BYTE_OFFSET}, {new_id})")
+    return left, right
 
 
 class BPETokenizer:
     """A trained byte-level BPE tokenizer: a list of merges plus the pre-tokenisation pattern."""
 
-    pad_id, bos_id, eos_id = 0, 1, 2
+    pad_id = 0
+    bos_id = 1
+    eos_id = 2
 
-    def __init__(self, merges: list[tuple[int, int]], pattern: str = PATTERN, textbook: bool = False):
+    def __init__(self, merges: list[tuple[int, int]], pattern: str = PATTERN,
+                 textbook: bool = False):
         self.merges = [tuple(m) for m in merges]
-        self.textbook = textbook  # True: even long chunks go to merge_chunk_textbook (O(n^2)), for tests and bench
+        self.textbook = textbook  # True: long chunks too use merge_chunk_textbook (tests, bench)
         self.pattern = pattern
         self._split = re.compile(pattern).findall
-        # rank of a pair = id of the token it creates; lower ids were learned earlier and are applied first
-        self._ranks = {pair: FIRST_MERGE_ID + i for i, pair in enumerate(self.merges)}
-        # bytes of every token id, built up merge by merge (specials have no bytes: they are not text)
+        # a pair's merge rank = the id of the token it makes: learned earlier, applied earlier
+        self._merge_ranks = {pair: FIRST_MERGE_ID + i for i, pair in enumerate(self.merges)}
+        # bytes of every token id, built up merge by merge (specials have no bytes: not text)
         self._bytes = [b""] * N_SPECIAL + [bytes([b]) for b in range(256)]
         for left, right in self.merges:
             self._bytes.append(self._bytes[left] + self._bytes[right])
@@ -201,23 +164,24 @@ class BPETokenizer:
     def vocab_size(self) -> int:
         return FIRST_MERGE_ID + len(self.merges)
 
-    # ------------------------------------------------------------------------------------------- training
+    # ------------------------------------------------------------------------------- training
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "BPETokenizer":
-        """Learn `vocab_size - 259` merges from `texts` (fewer if no pair occurs `min_frequency` times).
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000,
+              min_frequency: int = 2) -> "BPETokenizer":
+        """Learn `vocab_size - 259` merges (fewer if no pair occurs `min_frequency` times).
 
-        A pair seen fewer than `min_frequency` times is not merged: with the default 2, a merge must at least
-        be a pattern, not a single occurrence. Ties between equally frequent pairs go to the smallest
-        (left, right) ids, so the result is deterministic (see minillm/bpe.py).
+        A pair seen fewer than `min_frequency` times is not merged: with the default 2, a merge
+        must at least be a pattern, not a single occurrence. Ties between equally frequent pairs go
+        to the smallest (left, right) ids, so the result is deterministic (see minillm/bpe.py).
         """
         if not isinstance(vocab_size, int) or vocab_size < FIRST_MERGE_ID:
-            raise ValueError(f"vocab_size must be an int >= {FIRST_MERGE_ID} (3 special tokens + 256 bytes), "
-                             f"got {vocab_size!r}")
+            raise ValueError(f"vocab_size must be an int >= {FIRST_MERGE_ID} "
+                             f"(3 special tokens + 256 bytes), got {vocab_size!r}")
         merges = train_merges(count_chunks(texts), n_merges=vocab_size - FIRST_MERGE_ID,
                               first_id=FIRST_MERGE_ID, min_frequency=min_frequency)
         return cls(merges)
 
-    # ------------------------------------------------------------------------------------------- encoding
+    # ------------------------------------------------------------------------------- encoding
     def _encode_ordinary(self, text: str) -> list[int]:
         cache = self._cache
         if len(cache) > 500_000:  # bound memory on endless streams of new chunks
@@ -227,17 +191,17 @@ class BPETokenizer:
             ids = cache.get(chunk)
             if ids is None:
                 byte_ids = [b + BYTE_OFFSET for b in _text_to_bytes(chunk)]
-                # the textbook loop is faster below ~64 bytes (less set-up); beyond, O(n^2) loses to O(n log n)
+                # under ~64 bytes the textbook loop is faster (less set-up); above, O(n log n) wins
                 merge = merge_chunk_textbook if self.textbook or len(byte_ids) < 64 else merge_chunk
-                ids = cache[chunk] = tuple(merge(byte_ids, self._ranks))
+                ids = cache[chunk] = tuple(merge(byte_ids, self._merge_ranks))
             out.extend(ids)
         return out
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Token ids of `text`, with no special tokens added.
 
-        The literal string "<eos>" in `text` is ordinary text (encoded as its bytes) unless `allow_special` is
-        True, in which case "<pad>", "<bos>" and "<eos>" become their ids.
+        The literal string "<eos>" in `text` is ordinary text (encoded as its bytes) unless
+        `allow_special` is True, in which case "<pad>", "<bos>" and "<eos>" become their ids.
         """
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
@@ -254,33 +218,36 @@ class BPETokenizer:
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         return [self.encode(t, allow_special) for t in texts]
 
-    # ------------------------------------------------------------------------------------------- decoding
+    # ------------------------------------------------------------------------------- decoding
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        """Text of `ids`. Special tokens are dropped (or rendered as "<eos>" etc. with skip_special=False)."""
+        """Text of `ids`; special tokens are dropped (spelled out, "<eos>", if not skip_special)."""
         table = self._bytes
         parts = []
         for i in ids:
             i = int(i)
             if not 0 <= i < len(table):
                 raise ValueError(f"token id {i} is outside the vocabulary [0, {len(table)})")
-            if i >= N_SPECIAL or not skip_special:  # specials are not text: dropped, or spelled out as "<eos>"
-                parts.append(table[i] if i >= N_SPECIAL else SPECIAL_TOKENS[i].encode())
+            if i >= N_SPECIAL:
+                parts.append(table[i])
+            elif not skip_special:  # specials are not text: dropped, or spelled out as "<eos>"
+                parts.append(SPECIAL_TOKENS[i].encode())
         return b"".join(parts).decode("utf-8", errors="minillm-bpe")
 
     def id_to_token_str(self, i: int) -> str:
-        """A printable form of one token, for displays such as attention heatmaps ("ı", " Anay", "\\xc4")."""
+        """A printable form of one token, for displays such as heatmaps ("ı", " Anay", "\\xc4")."""
         if 0 <= i < N_SPECIAL:
             return SPECIAL_TOKENS[i]
         return self._bytes[i].decode("utf-8", errors="backslashreplace")
 
-    # ------------------------------------------------------------------------------------------- files
+    # ------------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
-        """Write `to_text()` to a file, atomically (minillm/files.py: temporary file, then rename)."""
+        """Write `to_text()` to a file atomically (minillm/files.py: a temporary file, renamed)."""
         atomic_write_text(path, self.to_text())
 
     def to_text(self) -> str:
-        """The file: "minillm-bpe 1", the pattern as a JSON string, the merge count, one merge per line ("left
-        right" ids, with the new token's text as a comment), and "end" so a truncated file is detected."""
+        """The file: "minillm-bpe 1", the pattern as a JSON string, the merge count, one merge per
+        line ("left right" ids, with the new token's text as a comment), and "end" so a truncated
+        file is detected."""
         lines = [f"{FORMAT_NAME} {FORMAT_VERSION}", "pattern " + json.dumps(self.pattern),
                  f"merges {len(self.merges)}"]
         for i, (left, right) in enumerate(self.merges):
@@ -291,7 +258,8 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a file written by `save`; any other content raises ValueError naming the file and the problem."""
+        """Read a file written by `save`; anything else raises a ValueError naming the file and the
+        problem."""
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:
@@ -306,45 +274,46 @@ class BPETokenizer:
     def from_text(cls, text: str, path: str = "<text>") -> "BPETokenizer":
         """Parse the contents of a tokenizer file (`path` only names it in error messages)."""
         lines = text.split("\n")
-
-        def fail(line_no: int, problem: str):
-            raise ValueError(f"tokenizer file {path!r}, line {line_no}: {problem}")
-
-        if lines[0] != (expected_header := f"{FORMAT_NAME} {FORMAT_VERSION}"):
-            fail(1, f"expected the header {expected_header!r}, found {lines[0][:60]!r}")
+        # line 1: the format and its version
+        header = f"{FORMAT_NAME} {FORMAT_VERSION}"
+        if lines[0] != header:
+            raise _file_error(path, 1, f"expected the header {header!r}, found {lines[0][:60]!r}")
+        # line 2: the pre-tokenisation pattern, as a JSON string
         if len(lines) < 3 or not lines[1].startswith("pattern "):
-            fail(2, "expected 'pattern <JSON string>'")
+            raise _file_error(path, 2, "expected 'pattern <JSON string>'")
         try:
             pattern = json.loads(lines[1][len("pattern "):])
         except json.JSONDecodeError as e:
-            fail(2, f"the pattern is not a valid JSON-encoded regular expression ({e})")
+            raise _file_error(path, 2, "the pattern is not a valid JSON-encoded regular "
+                                       f"expression ({e})")
         if pattern != PATTERN:
-            # subtle: the pattern is code in disguise: "" splits nothing and loses text, "(a+)+$" backtracks for
-            # ever on a long "aaa…b". Only the pattern this code was written and tested with is accepted.
-            fail(2, "the pattern is not minillm's pre-tokenisation pattern (tokenizer.PATTERN); the file was "
-                    "edited or written by another tokenizer")
-        if not (m := re.fullmatch(r"merges (\d+)", lines[2])):
-            fail(3, f"expected 'merges <count>', found {lines[2][:60]!r}")
-        n_merges = int(m.group(1))
-        merges: dict[tuple[int, int], None] = {}  # a dict keeps the order and finds a repeated merge at once
+            # subtle: the pattern is code in disguise: "" splits nothing and loses text, "(a+)+$"
+            # backtracks for ever on a long "aaa…b". Only the pattern this code was written and
+            # tested with is accepted.
+            raise _file_error(path, 2, "the pattern is not minillm's pre-tokenisation pattern "
+                                       "(tokenizer.PATTERN); the file was edited or written by "
+                                       "another tokenizer")
+        # line 3: how many merges follow
+        count_match = re.fullmatch(r"merges (\d+)", lines[2])
+        if count_match is None:
+            raise _file_error(path, 3, f"expected 'merges <count>', found {lines[2][:60]!r}")
+        n_merges = int(count_match.group(1))
+        # lines 4 ..: one merge per line, in the order they were learned
+        merges: dict[tuple[int, int], None] = {}  # keeps the order, finds a repeated merge at once
         for k in range(n_merges):
             line_no = 4 + k
             if line_no - 1 >= len(lines) or lines[line_no - 1] in ("", "end"):
-                fail(line_no, f"file ends after {k} of {n_merges} merges (truncated?)")
-            fields = lines[line_no - 1].split("#", 1)[0].split()
-            if len(fields) != 2 or not all(f.isdigit() for f in fields):
-                fail(line_no, f"expected two token ids 'left right', found {lines[line_no - 1][:60]!r}")
-            left, right = int(fields[0]), int(fields[1])
-            new_id = FIRST_MERGE_ID + k
-            if not (BYTE_OFFSET <= left < new_id and BYTE_OFFSET <= right < new_id):
-                fail(line_no, f"merge ({left}, {right}) must use byte or earlier merge ids in "
-                              f"[{BYTE_OFFSET}, {new_id})")
-            if (left, right) in merges:
-                fail(line_no, f"merge ({left}, {right}) appears twice")
-            merges[left, right] = None
+                raise _file_error(path, line_no, f"file ends after {k} of {n_merges} merges "
+                                                 "(truncated?)")
+            pair = _parse_merge(lines[line_no - 1], line_no, FIRST_MERGE_ID + k, path)
+            if pair in merges:
+                raise _file_error(path, line_no, f"merge {pair} appears twice")
+            merges[pair] = None
+        # then "end", and nothing after it
         end_line = 4 + n_merges
         if end_line - 1 >= len(lines) or lines[end_line - 1] != "end":
-            fail(end_line, "expected 'end' after the merges (truncated or extra lines?)")
+            raise _file_error(path, end_line, "expected 'end' after the merges (truncated or extra "
+                                              "lines?)")
         if any(line.strip() for line in lines[end_line:]):
-            fail(end_line + 1, "unexpected content after 'end'")
+            raise _file_error(path, end_line + 1, "unexpected content after 'end'")
         return cls(list(merges), pattern)

@@ -15,7 +15,7 @@ from minillm.generation import generate
 from minillm.machinery.corpusfile import (CORPUS_FILE, CorpusError, DataFormatError, load_retriever, read_articles,
                                           read_corpus, write_corpus)
 from minillm.machinery.run import start_run
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 ARTICLES = [{"madde": n, "baslik": f"Başlık {n}", "metin": f"Madde {n} metni: hak ve ödev {n}.", "mulga": False}

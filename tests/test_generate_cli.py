@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minillm.checkpoint import load, save_model
-from minillm.decoding import SETTINGS
+from minillm.decoding import BOUNDS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits, RequestError, parse_generate_request, server_settings
 from minillm.model import ModelConfig, Seq2Seq
@@ -166,11 +166,11 @@ def test_bad_flags_exit_2_with_a_message(ckpt, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-# --- one table: every bound of decoding.SETTINGS holds in the library, the web API and this script --------
+# --- one table: every bound of decoding.BOUNDS holds in the library, the web API and this script --------
 
 def just_outside(name):
-    """(label, value) pairs just outside each bound of SETTINGS[name], and one of the wrong type."""
-    setting = SETTINGS[name]
+    """(label, value) pairs just outside each bound of BOUNDS[name], and one of the wrong type."""
+    setting = BOUNDS[name]
     if setting.kind == "choice":
         return [("choice", "nucleus")]
     step = 1 if setting.kind == "int" else 1e-6 * max(1.0, abs(setting.low))
@@ -181,12 +181,12 @@ def just_outside(name):
     return cases
 
 
-TABLE_CASES = [(name, label, value) for name in SETTINGS for label, value in just_outside(name)]
+TABLE_CASES = [(name, label, value) for name in BOUNDS for label, value in just_outside(name)]
 
 
 @pytest.mark.parametrize("name,label,value", TABLE_CASES, ids=[f"{n}-{lab}" for n, lab, _ in TABLE_CASES])
 def test_every_bound_comes_from_the_one_table(ckpt, capsys, name, label, value):
-    """A value just outside a bound of decoding.SETTINGS is refused by GenerationConfig (ValueError), by the web
+    """A value just outside a bound of decoding.BOUNDS is refused by GenerationConfig (ValueError), by the web
     API's parser (400), and by generate.py (exit 2, one line on stderr), each naming the field or flag."""
     with pytest.raises(ValueError, match=f"GenerationConfig.{name} must be"):
         GenerationConfig(**{name: value})
@@ -201,7 +201,7 @@ def test_every_bound_comes_from_the_one_table(ckpt, capsys, name, label, value):
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("generate.py: error:") and flag in err
     # The value on the bound itself is accepted by all three (the bound is the table's, not a copy's).
-    setting = SETTINGS[name]
+    setting = BOUNDS[name]
     if label in ("below", "above") and (label == "above" or setting.low_inclusive):
         edge = setting.high if label == "above" else setting.low
         assert getattr(GenerationConfig(**{name: edge}), name) == edge
@@ -209,9 +209,9 @@ def test_every_bound_comes_from_the_one_table(ckpt, capsys, name, label, value):
 
 
 def test_the_script_has_a_flag_for_every_setting_with_the_tables_range_in_its_help():
-    assert sorted(SCRIPT.FLAGS.values()) == sorted(SETTINGS)
+    assert sorted(SCRIPT.FLAGS.values()) == sorted(BOUNDS)
     help_text = " ".join(SCRIPT.build_parser().format_help().split())
-    for name, setting in SETTINGS.items():
+    for name, setting in BOUNDS.items():
         assert " ".join(setting.range_text().split()) in help_text or setting.kind == "choice", name
 
 
@@ -220,13 +220,13 @@ def test_server_caps_apply_on_top_of_the_table(ckpt):
     _, tok = load(ckpt)
     limits = Limits(max_new_tokens=20, max_beams=3)
     for name, cap in (("max_new_tokens", 20), ("num_beams", 3), ("top_k", tok.vocab_size)):
-        assert SETTINGS[name].high is None
+        assert BOUNDS[name].high is None
         assert parse_generate_request({"question": "soru", name: cap}, limits, tok)[1][name] == cap
         with pytest.raises(RequestError, match=f"field '{name}' must be in"):
             parse_generate_request({"question": "soru", name: cap + 1}, limits, tok)
     assert {n: s for n, s in server_settings(limits, tok.vocab_size).items()
             if n not in ("max_new_tokens", "num_beams", "top_k")} == {
-        n: s for n, s in SETTINGS.items() if n not in ("max_new_tokens", "num_beams", "top_k")}
+        n: s for n, s in BOUNDS.items() if n not in ("max_new_tokens", "num_beams", "top_k")}
 
 
 @pytest.mark.parametrize("argv", [
@@ -239,3 +239,12 @@ def test_extreme_temperature_penalty_or_port_exits_2_with_one_line_and_no_traceb
     out = run("--checkpoint", ckpt, *argv)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("generate.py: error:"), out.stderr
+
+
+def test_every_bound_has_one_line_of_help_in_the_machinery():
+    """The course holds the bounds (decoding.BOUNDS); the tools' help for each lives in machinery.settings."""
+    from minillm.machinery.settings import HELP, describe
+    assert list(HELP) == list(BOUNDS)
+    for name, text in HELP.items():
+        assert text and "\n" not in text, name
+        assert describe(name).endswith(BOUNDS[name].range_text()), name

@@ -9,7 +9,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from minillm.decoding import (SETTINGS, GenerationConfig, apply_repetition_penalty, apply_temperature, check_finite,
+from minillm.decoding import (BOUNDS, GenerationConfig, apply_repetition_penalty, apply_temperature, check_finite,
                               no_repeat_ngram_filter, top_k_filter, top_p_filter)
 from minillm.generation import Answer, decode_ids, generate
 from minillm.model import ModelConfig, Seq2Seq
@@ -309,14 +309,14 @@ def edges(setting):
     return [low] + ([setting.high] if setting.high is not None and setting.high < 1e6 else [])
 
 
-EDGE_CASES = [(strategy, name, value) for name, setting in SETTINGS.items() if setting.kind != "choice"
+EDGE_CASES = [(strategy, name, value) for name, setting in BOUNDS.items() if setting.kind != "choice"
               and name not in ("max_new_tokens", "top_k", "num_beams", "seed")
               for value in edges(setting) for strategy in ("sample", "beam")]
 
 
 @pytest.mark.parametrize("strategy,name,value", EDGE_CASES)
 def test_every_value_the_table_allows_decodes(strategy, name, value):
-    """Every setting at the ends of its range in decoding.SETTINGS (temperature 0.01, repetition penalty 0.1 or
+    """Every setting at the ends of its range in decoding.BOUNDS (temperature 0.01, repetition penalty 0.1 or
     10, ...) decodes to valid answer tokens: no inf/NaN logits, no crash. (Beyond the bounds that fails:
     temperature 1e-40 turns logits into inf, and repetition penalty 1e-40 sends beam search out of range.)"""
     model = random_model(11, eos_boost=2.0)

@@ -15,7 +15,7 @@ import torch
 from minillm.losses import masked_cross_entropy
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.machinery.run import start_run
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 
 STEPS = 400   # optimiser steps of the copy task; the first version of minillm had not started to learn it at 800
 

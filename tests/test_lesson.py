@@ -178,3 +178,50 @@ def test_self_the_chapters_command_names_a_bad_argument_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         chapters.main(["--no-such-flag"])
     assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_self_stage_numbers_agree_to_the_digits_asked_and_the_rest_exactly():
+    """`chapters --check --stages RUN --digits 3` (make lesson-check): another machine's rounding passes, a
+    different run does not (0.6968 against 0.5498 was a reader's run cut to 459 steps), nor any other text."""
+    from minillm.machinery.numbers import first_difference, numbers_agree
+    assert numbers_agree("p = 0.6968, loss -5.346 (12 tokens)", "p = 0.6971, loss -5.344 (12 tokens)", 3)
+    assert not numbers_agree("p = 0.6968", "p = 0.5498", 3)
+    assert not numbers_agree("p = 0.6968", "p = 0.6998", 3)
+    assert not numbers_agree("Anayasa", "Anayasanın", 3)
+    assert not numbers_agree("ids 12 13", "ids 12", 3)
+    assert numbers_agree("1000 steps", "1001 steps", 3) and not numbers_agree("1000", "1011", 3)
+    chapter = ("text 0.5\n<!-- stage: loss -->\n```text\n== loss: x ==\nloss 2.3456\n```\n<!-- /stage -->\n"
+               "<!-- code: minillm/losses.py::masked_cross_entropy -->\nA\n<!-- /code -->\n")
+
+    def differ(new: str, digits):
+        return first_difference(chapters.parse(chapter, "c.md")[1], chapters.parse(new, "c.md")[1], "c.md", digits)
+    assert differ(chapter.replace("2.3456", "2.3461"), 3) is None
+    assert differ(chapter.replace("2.3456", "2.3461"), None) == "c.md"
+    moved = differ(chapter.replace("2.3456", "2.4456"), 3)
+    assert moved == "c.md:5: stage loss: 'loss 2.3456' now reads 'loss 2.4456'", moved
+    assert "code block" in differ(chapter.replace("\nA\n", "\nB\n"), 3)
+
+
+def test_every_number_the_prose_quotes_is_in_a_block_or_declared():
+    """A new lesson model changes the stage blocks; a number the prose copied from one must change with it."""
+    from minillm.machinery.numbers import prose_problems
+    problems = []
+    for language in chapters.LANGUAGES:
+        for path in chapters.chapter_files(ROOT, language):
+            where = str(path.relative_to(ROOT))
+            problems += prose_problems(*chapters.parse(path.read_text(encoding="utf-8"), where), language, where)
+    assert not problems, "\n".join(problems[:30])
+
+
+def test_self_prose_numbers_are_found_rounded_translated_or_declared():
+    from minillm.machinery.numbers import prose_problems
+    chapter = ("# 1. Title\n<!-- numbers not from a stage: 0.05 (dropout) -->\n"
+               "The weight is 0.70, the loss 2.35, dropout 0.05, section 3.2, `lr 0.123` in code, 1,024 tokens.\n"
+               "<!-- stage: loss -->\n```text\nweight 0.6968 loss 2.3456\n```\n<!-- /stage -->\n"
+               "But 0.5498 is stale, and so is -5.346.\n")
+    problems = prose_problems(*chapters.parse(chapter, "c.md"), "en", "c.md")
+    assert [p.split(" is in no")[0] for p in problems] == ["c.md:9: 0.5498", "c.md:9: -5.346"], problems
+    turkish = chapter.replace("0.70", "0,70").replace("2.35", "2,35").replace("1,024", "1.024").replace(
+        "0.05", "0,05").replace("0.5498", "0,5498").replace("-5.346", "−5,346")
+    problems = prose_problems(*chapters.parse(turkish, "c.md"), "tr", "c.md")
+    assert [p.split(" is in no")[0] for p in problems] == ["c.md:9: 0,5498", "c.md:9: −5,346"], problems

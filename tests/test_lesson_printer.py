@@ -22,7 +22,7 @@ from minillm.batching import pad
 from minillm.beam import beam_search_one
 from minillm.corpus import article_references, training_corpus
 from minillm.data import clean_text, encode_source
-from minillm.decoding import GenerationConfig, never_generated
+from minillm.decoding import GenerationConfig, special_token_ban
 from minillm.generation import encode_question, source_length
 from minillm.machinery import lesson as printer
 from minillm.machinery import probes, reading
@@ -555,7 +555,7 @@ def test_on_step_sees_exactly_the_beams_the_search_keeps(seed):
     best = beam_search_one(model, src, config, on_step=lambda t, beams, hyps: calls.append((t, beams, hyps)))
     assert best == beam_search_one(model, src, config)                      # watching changes nothing
     assert [t for t, _, _ in calls] == list(range(len(calls))) and calls[-1][2][0] == best
-    never = never_generated(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), "cpu")
+    ban = special_token_ban(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), "cpu")
     beams, hyps = [(0.0, [])], []
     for t, kept, seen in calls:
         # every one-token extension of the beams before, scored by a full forward pass: the K best not ending in
@@ -563,7 +563,7 @@ def test_on_step_sees_exactly_the_beams_the_search_keeps(seed):
         extensions = []
         for total, ids in beams:
             logits = model(torch.tensor([src]), torch.tensor([[cfg.bos_id] + ids]))[0, -1]     # (V,)
-            extensions += [(total + lp, ids, tok) for tok, lp in enumerate((logits + never).log_softmax(-1).tolist())]
+            extensions += [(total + lp, ids, tok) for tok, lp in enumerate((logits + ban).log_softmax(-1).tolist())]
         extensions.sort(key=lambda e: -e[0])
         going_on = [(total, ids + [tok]) for total, ids, tok in extensions if tok != cfg.eos_id][:K]
         assert [ids for _, ids in kept] == [ids for _, ids in going_on]

@@ -1,5 +1,5 @@
 """The interactive prompt of generate.py, driven in a pseudo-terminal as a user drives it, and the library's
-streaming (minillm.generation.stream, TextStream) it is built on.
+streaming (minillm.machinery.streaming: stream, TextStream) it is built on.
 
 In the terminal: a question gets generate()'s answer, after a "…" and streamed on stdout; quit words in Turkish
 and English end the session with exit status 0 and never reach the model; readline's line editing and history
@@ -19,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minillm.checkpoint import load, save_model
-from minillm.generation import GenerationConfig, TextStream, generate, stream
+from minillm.generation import GenerationConfig, generate
+from minillm.machinery.streaming import TextStream, stream
 from minillm.model import ModelConfig, Seq2Seq
 from minillm.tokenizer import N_SPECIAL, BPETokenizer
 

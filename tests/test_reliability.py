@@ -16,7 +16,7 @@ from minillm.machinery import checkpoint as ck
 from minillm.machinery import runlog
 from minillm.machinery.run import TrainingAborted, start_run
 from minillm.tokenizer import BPETokenizer
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(corpus="", vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, batch_tokens=400, lr=3e-3,

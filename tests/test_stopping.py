@@ -22,7 +22,8 @@ from minillm.machinery import checkpoint as ck
 from minillm.machinery import runlog
 from minillm.machinery.rundir import LOCK_FILE
 from minillm.machinery.run import RunInterrupted, TrainingAborted, start_run
-from minillm.training import TrainConfig, Trainer
+from minillm.recipe import TrainConfig
+from minillm.training import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(corpus="", vocab_size=300, d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.1, batch_tokens=160,

@@ -325,6 +325,8 @@ def _corrupt(lines, how):
         return ["#version: 0.2"] + lines[1:]
     if how == "not_an_int":
         return lines[:5] + ["12 x"] + lines[6:]
+    if how == "superscript_digit":      # "²".isdigit() is True, but int("²3") fails
+        return lines[:5] + ["\u00b23 4"] + lines[6:]
     if how == "forward_reference":
         return lines[:3] + [f"{FIRST_MERGE_ID + 5} 100"] + lines[4:]
     if how == "duplicate":
@@ -338,7 +340,8 @@ def _corrupt(lines, how):
 
 @pytest.mark.parametrize("how,message", [
     ("truncated", "truncated"), ("no_end", "expected 'end'"), ("wrong_version", "minillm-bpe 1"),
-    ("other_format", "expected the header"), ("not_an_int", "two token ids"), ("forward_reference", "earlier merge"),
+    ("other_format", "expected the header"), ("not_an_int", "two token ids"),
+    ("superscript_digit", "two token ids"), ("forward_reference", "earlier merge"),
     ("duplicate", "appears twice"), ("bad_pattern", "pre-tokenisation pattern"), ("trailing", "after 'end'"),
 ])
 def test_load_rejects_damaged_files_with_clear_errors(turkish_tok, tmp_path, how, message):

@@ -18,7 +18,7 @@ from minillm.losses import masked_cross_entropy
 from minillm.optim import lr_at
 from minillm.machinery.run import TrainingAborted, start_run
 from minillm.machinery.rundir import resume_config
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SUBJECTS = ["kira sözleşmesi", "iş kazası", "miras paylaşımı", "boşanma davası", "vergi cezası", "tapu iptali",

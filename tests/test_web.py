@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from minillm import checkpoint
 from minillm.corpus import article_passages, pair_passages
 from minillm.data import encode_source
-from minillm.decoding import SETTINGS
+from minillm.decoding import BOUNDS
 from minillm.generation import GenerationConfig, generate, source_length
 from minillm.machinery import runlog
 from minillm.machinery.api import Limits, TrainingLog, server_settings
@@ -216,16 +216,16 @@ def test_info_reports_config_parameters_and_limits(app):
     assert info["vocab_size"] == app.tok.vocab_size
     assert info["limits"]["max_new_tokens"] == SERVER_CAP
     assert info["defaults"]["max_new_tokens"] == SERVER_CAP  # GenerationConfig's 64, capped by the server
-    assert set(info["defaults"]) == set(SETTINGS)
+    assert set(info["defaults"]) == set(BOUNDS)
 
 
 def test_info_ranges_are_the_decoding_table_with_the_server_caps(app):
-    """The page's controls take their bounds from /api/info, which takes them from decoding.SETTINGS: only the
+    """The page's controls take their bounds from /api/info, which takes them from decoding.BOUNDS: only the
     server's own caps differ."""
     info = call(app, "GET", "/api/info")[2]
-    assert info["strategies"] == list(SETTINGS["strategy"].choices)
+    assert info["strategies"] == list(BOUNDS["strategy"].choices)
     caps = {"max_new_tokens": SERVER_CAP, "num_beams": 4, "top_k": app.tok.vocab_size}
-    for name, setting in SETTINGS.items():
+    for name, setting in BOUNDS.items():
         if setting.kind != "choice":
             assert info["ranges"][name] == {"type": setting.kind, "min": setting.low,
                                             "max": caps.get(name, setting.high),
@@ -349,7 +349,7 @@ def test_retrieval_spans_survive_a_passage_cut_by_the_source_length(rag_app):
 def test_every_setting_reaches_generate(app, settings):
     status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, **settings})
     assert status == 200
-    expected = {**{k: v for k, v in dataclasses.asdict(GenerationConfig()).items() if k in SETTINGS},
+    expected = {**{k: v for k, v in dataclasses.asdict(GenerationConfig()).items() if k in BOUNDS},
                 "max_new_tokens": SERVER_CAP, **settings}
     assert body["settings"] == expected
     assert body["ids"] == direct(app, QUESTION, **expected).ids
@@ -616,7 +616,7 @@ def test_busy_model_gives_503_not_a_hang(app):
 # none of them runs the model and the whole batch takes about a second.
 
 def out_of_range(setting):
-    """Values outside a setting's range, as the server states it (decoding.SETTINGS with the server's caps)."""
+    """Values outside a setting's range, as the server states it (decoding.BOUNDS with the server's caps)."""
     number = setting.kind == "number"
     below = (st.floats(max_value=setting.low, exclude_max=setting.low_inclusive) if number
              else st.integers(max_value=setting.low - (1 if setting.low_inclusive else 0)))
@@ -628,7 +628,7 @@ def out_of_range(setting):
 
 SERVER_SETTINGS = server_settings(Limits(max_new_tokens=SERVER_CAP, max_beams=4), vocab_size=300)
 WRONG_TYPE = {
-    "strategy": st.text(max_size=8).filter(lambda s: s not in SETTINGS["strategy"].choices) | st.integers()
+    "strategy": st.text(max_size=8).filter(lambda s: s not in BOUNDS["strategy"].choices) | st.integers()
     | st.none(),
     "max_new_tokens": st.floats(allow_nan=False) | st.booleans() | st.text(max_size=3),
     "temperature": st.text(max_size=3) | st.none() | st.booleans(),
@@ -922,15 +922,15 @@ def test_an_over_long_file_name_is_404_without_a_path(app, segment):
 
 
 def test_extreme_settings_are_refused_and_the_edges_of_the_range_give_strict_json(app):
-    """1e-40 once turned logits into inf and the reply into NaN (a 500); the bounds in decoding.SETTINGS refuse it,
+    """1e-40 once turned logits into inf and the reply into NaN (a 500); the bounds in decoding.BOUNDS refuse it,
     and the most extreme values allowed still give finite numbers."""
     for bad in (dict(repetition_penalty=1e-40), dict(strategy="sample", temperature=1e-40),
                 dict(strategy="beam", repetition_penalty=1e-40), dict(length_penalty=1e308)):
         status, _, body = call(app, "POST", "/api/generate", {"question": QUESTION, **bad})
         assert status == 400 and next(iter(bad.keys() - {"strategy"})) in body["error"]
-    low, high = SETTINGS["repetition_penalty"].low, SETTINGS["repetition_penalty"].high
-    for edge in (dict(strategy="sample", temperature=SETTINGS["temperature"].low, seed=0, repetition_penalty=low),
-                 dict(strategy="beam", repetition_penalty=low, length_penalty=SETTINGS["length_penalty"].low),
+    low, high = BOUNDS["repetition_penalty"].low, BOUNDS["repetition_penalty"].high
+    for edge in (dict(strategy="sample", temperature=BOUNDS["temperature"].low, seed=0, repetition_penalty=low),
+                 dict(strategy="beam", repetition_penalty=low, length_penalty=BOUNDS["length_penalty"].low),
                  dict(strategy="greedy", repetition_penalty=high)):
         edge["max_new_tokens"] = SERVER_CAP
         with urllib.request.urlopen(urllib.request.Request(

@@ -26,7 +26,7 @@ import urllib.parse
 
 import pytest
 
-from minillm.decoding import SETTINGS
+from minillm.decoding import BOUNDS
 from minillm.generation import GenerationConfig, generate
 from minillm.machinery.api import Limits
 from test_web import QUESTION, RAG_QUESTIONS, retrieval_checkpoint, serving, tiny_checkpoint, write_log
@@ -164,7 +164,7 @@ def test_page_answers_a_question_from_the_url_and_draws_the_heatmap(site, tmp_pa
     assert dom.options["layer-select"] == [str(i) for i in range(L)] + ["mean"]
     assert dom.options["head-select"] == ["mean"] + [str(i) for i in range(H)]
 
-    # The controls' bounds come from /api/info, i.e. from decoding.SETTINGS with the server's caps.
+    # The controls' bounds come from /api/info, i.e. from decoding.BOUNDS with the server's caps.
     info = server.service.info()
     for name, bounds in info["ranges"].items():
         attrs = dom.by_id[name]["attrs"] if name in dom.by_id else None
@@ -371,7 +371,7 @@ def used_pills(tab):
 
 def check_controls_follow_info(tab, info):
     """Every setting the API knows has a control, whose bounds are /api/info's and whose label shows them."""
-    assert set(info["defaults"]) == set(SETTINGS)
+    assert set(info["defaults"]) == set(BOUNDS)
     controls = tab.js("Array.from(document.querySelectorAll('#settings input, #settings select'), c => ({"
                       "id: c.id, min: c.getAttribute('min'), max: c.getAttribute('max'),"
                       "range: c.closest('label').querySelector('.range')?.textContent ?? null,"
@@ -462,8 +462,8 @@ def test_turkish_page_honours_url_settings_and_speaks_turkish(site, browser):
 
     # No API names, no "null", no raw server words anywhere in the visible page; the model panel speaks Turkish.
     page = tab.text("body")
-    for name in list(SETTINGS) + list(model.cfg.__dataclass_fields__):
-        if "_" in name or name in SETTINGS:  # ("dropout", "bias" and "norm" are Turkish words of the trade too)
+    for name in list(BOUNDS) + list(model.cfg.__dataclass_fields__):
+        if "_" in name or name in BOUNDS:  # ("dropout", "bias" and "norm" are Turkish words of the trade too)
             assert not re.search(rf"\b{name}\b", page), f"the Turkish page shows the API name {name!r}"
     for word in ("strategy", "seed", "greedy ", "null", "true", "false", "Settings used"):
         assert word not in page, word

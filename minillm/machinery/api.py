@@ -1,7 +1,7 @@
 """The web page's JSON API, without the HTTP: request checking, the training log, and the model behind it.
 
 minillm.machinery.web routes requests here. Everything a request may set is a decoding setting of
-minillm.decoding.SETTINGS, checked by that table's own rule; the server only lowers some upper bounds
+minillm.decoding.BOUNDS, checked by that table's own rule; the server only lowers some upper bounds
 (``Limits``: max_new_tokens, num_beams; top_k <= the vocabulary size), so a request is refused with a 400
 naming the field and the range, and every accepted field reaches :class:`GenerationConfig`.
 """
@@ -13,7 +13,7 @@ import threading
 import time
 
 from minillm.data import encode_source
-from minillm.decoding import SETTINGS
+from minillm.decoding import BOUNDS
 from minillm.generation import GenerationConfig, answer_length, generate, source_length
 from minillm.machinery import runlog
 
@@ -48,11 +48,11 @@ class RequestError(Exception):
 # ----------------------------------------------------------------------------------------------------------------
 
 def server_settings(limits, vocab_size):
-    """decoding.SETTINGS with this server's upper bounds: the same rules, some bounds lowered."""
-    table = dict(SETTINGS)
-    table["max_new_tokens"] = dataclasses.replace(SETTINGS["max_new_tokens"], high=limits.max_new_tokens)
-    table["num_beams"] = dataclasses.replace(SETTINGS["num_beams"], high=limits.max_beams)
-    table["top_k"] = dataclasses.replace(SETTINGS["top_k"], high=vocab_size)
+    """decoding.BOUNDS with this server's upper bounds: the same rules, some bounds lowered."""
+    table = dict(BOUNDS)
+    table["max_new_tokens"] = dataclasses.replace(BOUNDS["max_new_tokens"], high=limits.max_new_tokens)
+    table["num_beams"] = dataclasses.replace(BOUNDS["num_beams"], high=limits.max_beams)
+    table["top_k"] = dataclasses.replace(BOUNDS["top_k"], high=vocab_size)
     return table
 
 
@@ -216,7 +216,7 @@ class ModelService:
 
     def info(self):
         """What /api/info returns: everything the page's "Model" panel shows, plus the limits and defaults."""
-        defaults = {name: getattr(GenerationConfig(), name) for name in SETTINGS}
+        defaults = {name: getattr(GenerationConfig(), name) for name in BOUNDS}
         defaults["max_new_tokens"] = min(defaults["max_new_tokens"], self.limits.max_new_tokens)
         ranges = {name: {"type": s.kind, "min": s.low, "max": s.high, "min_inclusive": s.low_inclusive}
                   for name, s in self.settings.items() if s.kind != "choice"}
@@ -227,7 +227,7 @@ class ModelService:
             "checkpoint": self.checkpoint_dir,
             "limits": dataclasses.asdict(self.limits),
             "defaults": defaults,
-            "strategies": list(SETTINGS["strategy"].choices),
+            "strategies": list(BOUNDS["strategy"].choices),
             "ranges": ranges,
             "retrieval": self.retrieval_info(),
         }
@@ -287,7 +287,7 @@ class ModelService:
             "cross_attention": _rounded(ans.cross_attention),  # (N, H, T, S)
             "self_attention": _rounded(ans.self_attention),    # (N, H, T, T): columns <bos>, then ids[:-1]
             "steps": [{kind: self._candidates(step[kind]) for kind in ("raw", "processed")} for step in ans.steps],
-            "settings": {name: getattr(config, name) for name in SETTINGS},  # what generate used, defaults included
+            "settings": {name: getattr(config, name) for name in BOUNDS},  # what generate used, defaults included
             "elapsed_s": round(elapsed, 4),
             "tokens_per_s": round(len(ans.ids) / elapsed, 2) if elapsed > 0 else None,
         }

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from minillm.files import atomic_write
 from minillm.machinery.cli import OneLineParser, fail
+from minillm.machinery.numbers import first_difference, prose_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES = ("tr", "en")                 # Turkish first: the course is Turkish; the code stays English
@@ -252,9 +253,13 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a chapter is out of date")
     parser.add_argument("--stages", metavar="CHECKPOINT", help="also re-run the stage printer with this run "
                         "directory and replace the stage blocks ('fresh': a freshly initialised model)")
+    parser.add_argument("--digits", type=int, metavar="N", help="with --check --stages: numbers in the stage "
+                        "blocks need agree only to N significant digits (another machine's rounding)")
     parser.add_argument("--exercises", nargs="*", metavar="ID", help="prove the exercises (all, or these ids): "
                         "each named test must fail on a broken copy")
     args = parser.parse_args(argv)
+    if args.digits is not None and not (args.check and args.stages and args.digits >= 1):
+        parser.error(f"--digits must be >= 1 and comes with --check --stages RUN, got --digits {args.digits}")
     try:
         if args.exercises is not None:
             chosen = [(c, ex) for c, ex in exercises() if not args.exercises or ex.id in args.exercises]
@@ -268,17 +273,25 @@ def main(argv=None) -> int:
                 print(f"{'caught' if caught else 'NOT CAUGHT'}  {chapter} {ex.id}: {ex.test} ({why})")
             return 1 if missed else 0
         stages = None if args.stages is None else stage_outputs(None if args.stages == "fresh" else args.stages)
-        stale = []
+        stale, prose = [], []
         for language in LANGUAGES:
             for path in chapter_files(ROOT, language):
                 text = path.read_text(encoding="utf-8")
-                new = refresh(text, str(path.relative_to(ROOT)), ROOT, stages)
+                where = str(path.relative_to(ROOT))
+                new = refresh(text, where, ROOT, stages)
+                difference = None
                 if new != text:
-                    stale.append(str(path.relative_to(ROOT)))
+                    digits = args.digits if args.check else None
+                    difference = first_difference(parse(text, where)[1], parse(new, where)[1], where, digits)
+                if difference is not None:
+                    stale.append(difference)
                     if not args.check:
                         atomic_write(path, lambda f, new=new: f.write(new), binary=False)
+                prose += prose_problems(*parse(new, where), language, where)
         print(f"{'out of date' if args.check else 'refreshed'}: {', '.join(stale)}" if stale else "up to date")
-        return 1 if stale and args.check else 0
+        for problem in prose:
+            print(problem)
+        return 1 if (stale and args.check) or prose else 0
     except ChapterError as err:
         return fail(parser.prog, err)
 

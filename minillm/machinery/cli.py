@@ -30,10 +30,30 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def field_help(config_class) -> dict[str, str]:
-    """{field: its trailing comment} of a dataclass such as TrainConfig, read from its source, so that --help
-    says what the class says (one source of truth): `lr: float = 1e-3   # peak learning rate` -> "peak ..."."""
-    src = inspect.getsource(config_class)
-    return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, flags=re.M))
+    """{field: its comment} of a dataclass such as TrainConfig, read from its source, so that --help
+    says what the class says (one source of truth). A field's comment is the comment lines just
+    above it (for one too long to trail), then the comment at the end of its line, joined as one:
+
+        lr: float = 1e-3   # peak learning rate            -> "peak learning rate"
+        # peak learning rate; 2e-3 and 4e-3 learned less
+        # per step
+        lr: float = 1e-3                                    -> "peak learning rate; ... per step"
+
+    A section heading (`# --- data`), a blank line or any other line detaches a comment above."""
+    help_text: dict[str, str] = {}
+    above: list[str] = []                     # the comment lines since the last other line
+    for line in inspect.getsource(config_class).splitlines():
+        comment = re.match(r"\s*#\s*(.*)$", line)
+        if comment and not comment[1].startswith("---"):
+            above.append(comment[1].strip())
+            continue
+        field = re.match(r"\s+(\w+): [^=\n]+= [^#\n]+(?:#\s*(.+))?$", line)
+        if field:
+            parts = above + ([field[2].strip()] if field[2] else [])
+            if parts:
+                help_text[field[1]] = " ".join(parts)
+        above = []
+    return help_text
 
 
 def one_line(message, max_lines: int | None = None) -> str:

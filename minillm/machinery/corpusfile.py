@@ -20,7 +20,7 @@ from pathlib import Path
 from minillm.corpus import Passage, training_corpus
 from minillm.files import atomic_write_text
 from minillm.retrieval import B, K1, STEM_PREFIX, Retriever
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 from minillm.machinery.datafiles import DataFormatError, parse_json
 
 CORPUS_FILE = "corpus.jsonl"

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from minillm.training import CHOICES
+from minillm.recipe import CHOICES
 
 DEVICES = CHOICES["device"]   # TrainConfig's own list
 

@@ -24,7 +24,7 @@ from minillm.attention import causal_mask, padding_mask
 from minillm.batching import Seq2SeqDataset, TokenBatchSampler, collate, pad
 from minillm.beam import beam_search_one
 from minillm.data import MAX_TGT_LEN, clean_pairs, clean_text, printable
-from minillm.decoding import GenerationConfig, apply_temperature, never_generated, top_k_filter, top_p_filter
+from minillm.decoding import GenerationConfig, apply_temperature, special_token_ban, top_k_filter, top_p_filter
 from minillm.generation import encode_question, generate, source_length
 from minillm.losses import masked_cross_entropy
 from minillm.machinery import diagrams, probes, reading
@@ -79,7 +79,7 @@ class Lesson:
         """(V,) the logits the first answer token is chosen from, <pad> and <bos> ruled out as every strategy does."""
         cfg = self.model.cfg
         logits = self.model(self.src, torch.tensor([[cfg.bos_id]]))[0, -1].float()   # (1, 1, V) -> (V,)
-        return logits + never_generated(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), logits.device)
+        return logits + special_token_ban(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), logits.device)
 
 
 def build_lesson(question: str, checkpoint=None, seed: int = 0, **view) -> Lesson:
@@ -253,7 +253,7 @@ def kv_cache_stage(lesson: Lesson) -> list[str]:
     model, cfg = lesson.model, lesson.model.cfg
     enc_out, src_mask = model.encode(lesson.src)                  # (1, S, C), (1, S): the encoder runs once
     cache = model.make_cache(enc_out, src_mask, lesson.src)       # cross-attention K, V of every layer, once
-    never = never_generated(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), enc_out.device)   # (V,)
+    ban = special_token_ban(cfg.vocab_size, (cfg.pad_id, cfg.bos_id), enc_out.device)   # (V,)
     tokens, rows = torch.tensor([[cfg.bos_id]]), []               # (1, 1): <bos>
     for step in range(KV_STEPS):
         logits = model.decode_step(tokens[:, -1:], cache)[:, -1]   # (1, V): only the newest token is fed
@@ -261,7 +261,7 @@ def kv_cache_stage(lesson: Lesson) -> list[str]:
         self_kv, cross_kv = ({tuple(x.shape) for kv in kvs for x in (kv.k, kv.v)}
                              for kvs in (cache.self_kv, cache.cross_kv))
         rows.append((lesson.tokens(tokens[0, -1:])[0], self_kv, cross_kv, diff))
-        tokens = torch.cat([tokens, (logits + never).argmax(dim=-1, keepdim=True)], dim=1)   # (1, t + 1): greedy
+        tokens = torch.cat([tokens, (logits + ban).argmax(dim=-1, keepdim=True)], dim=1)   # (1, t + 1): greedy
     return diagrams.kv_table(rows, cfg.n_decoder_layers, cfg.d_model)
 
 

@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 
 from minillm.optim import Schedule
-from minillm.training import TrainConfig, Trainer
-from minillm.machinery import checkpoint as ckpt
-from minillm.machinery import runlog
+from minillm.recipe import TrainConfig
+from minillm.training import Trainer
+from minillm.machinery import checkpoint as ckpt, runlog
 from minillm.machinery.cli import StopRequests
 from minillm.machinery.progress import Budget, Progress, stated_peak
 from minillm.machinery.rundir import RunDirectory

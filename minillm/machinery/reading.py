@@ -1,5 +1,5 @@
 """What the model reads, for the lesson's stage printer: the passages retrieved, the encoder input they make, and
-where the copy head points while the answer is written (chapter 10 of the lesson).
+where the copy head points while the answer is written (chapter 4 of the lesson).
 
     retriever = fresh_retriever(pairs)             # data/anayasa.json (+ the pairs), as make train builds it
     lines = retrieve(retriever, question, hits)                     # the stage `retrieve`
@@ -21,7 +21,7 @@ import torch
 
 from minillm.corpus import article_references, training_corpus
 from minillm.retrieval import MIN_ROOM, STEM_PREFIX, Retriever, terms
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 from minillm.machinery import diagrams, probes
 from minillm.machinery.corpusfile import read_articles
 

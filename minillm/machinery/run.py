@@ -19,8 +19,9 @@ import torch.distributed as dist
 from minillm.batching import Seq2SeqDataset
 from minillm.data import clean_pairs, split_pairs
 from minillm.model import ModelConfig, Seq2Seq
+from minillm.recipe import TrainConfig
 from minillm.tokenizer import BPETokenizer
-from minillm.training import TrainConfig, Trainer
+from minillm.training import Trainer
 from minillm.machinery import checkpoint as ckpt
 from minillm.machinery import corpusfile
 from minillm.machinery.datafiles import load_pairs

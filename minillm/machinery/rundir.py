@@ -22,7 +22,7 @@ from pathlib import Path
 from minillm.files import remove_temporaries
 from minillm.machinery import checkpoint as ckpt
 from minillm.machinery import runlog
-from minillm.training import TrainConfig
+from minillm.recipe import TrainConfig
 
 try:
     import fcntl

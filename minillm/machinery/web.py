@@ -24,7 +24,7 @@ Robustness, in the order a request meets it (each bound is a field of ``Limits``
 3. The body is read only if its ``Content-Length`` is present, a number, and at most ``max_body_bytes``; else
    the 411/400/413 is sent at once, without waiting for the body.
 4. The body must be UTF-8 JSON holding an object (400), whose fields minillm.machinery.api checks against
-   minillm.decoding.SETTINGS (400 naming the field). One request generates at a time (see ModelService).
+   minillm.decoding.BOUNDS (400 naming the field). One request generates at a time (see ModelService).
 
 Every error, http.server's own included (a malformed request line, an unknown method), is JSON
 ``{"error": "..."}`` and stops nothing. No reply holds NaN or Infinity, no error reply a file path (a 500 names
