@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retrieval", action="store_true",
                    help="answer from the question alone, without the passages a retrieval model was trained to read")
     p.add_argument("--no-sources", action="store_true", help="print the answers only, not their sources")
+    p.add_argument("--compile", action="store_true",
+                   help="decode with a compiled step over a static cache (torch.compile; the first answer "
+                        "waits while it compiles, tens of seconds on a CPU: it pays over many answers; not --serve)")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto = cuda when available, else cpu")
     p.add_argument("--serve", action="store_true",
@@ -189,7 +192,7 @@ def main(argv=None) -> int:
     try:
         for flag, name in FLAGS.items():          # the table's own check, naming the flag the user typed
             BOUNDS[name].check(flag, getattr(args, name))
-        config = GenerationConfig(**{name: getattr(args, name) for name in FLAGS.values()})
+        config = GenerationConfig(**{name: getattr(args, name) for name in FLAGS.values()}, compile=args.compile)
         device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))

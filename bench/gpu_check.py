@@ -222,15 +222,26 @@ def generation_benchmark(device: str) -> None:
         decode_ids(model, src_all[:1], GenerationConfig(max_new_tokens=8, ignore_eos=True))        # warm-up
         print(f"{preset}: {model.num_params() / 1e6:.1f} M parameters, fp32, source {s['src_len']} tokens, "
               f"median of {s['repeats']}")
-        print(f"  {'strategy':<8} {'batch':>5} {'new':>4} {'cached tok/s':>13} {'no cache tok/s':>15} {'speed-up':>9}")
+        print(f"  {'strategy':<8} {'batch':>5} {'new':>4} {'cached tok/s':>13} {'no cache tok/s':>15} {'speed-up':>9}"
+              f"{'  compiled tok/s (same ids)' if device == 'cuda' else ''}")
+        same_ids = True
         for batch in s["batches"]:
             for new_tokens in s["new_tokens"]:
                 config = GenerationConfig(strategy="greedy", ignore_eos=True, max_new_tokens=new_tokens)
                 cached, _ = bench.minillm_tokens_per_s(model, src_all[:batch], config, s["repeats"])
                 uncached, _ = bench.minillm_tokens_per_s(model, src_all[:batch],
                                                          dataclasses.replace(config, use_cache=False), 1)
+                compiled_col = ""
+                if device == "cuda":      # the compiled static step (CUDA graphs); on the CPU bench/generate.py
+                    compiled = dataclasses.replace(config, compile=True)
+                    same = decode_ids(model, src_all[:batch], compiled) == decode_ids(model, src_all[:batch], config)
+                    same_ids = same_ids and same
+                    rate, _ = bench.minillm_tokens_per_s(model, src_all[:batch], compiled, s["repeats"])
+                    compiled_col = f"  {rate:>15.0f} ({'yes' if same else 'NO'})"
                 print(f"  {'greedy':<8} {batch:>5} {new_tokens:>4} {cached:>13.0f} {uncached:>15.0f} "
-                      f"{cached / uncached:>8.1f}x")
+                      f"{cached / uncached:>8.1f}x{compiled_col}")
+        if not same_ids:
+            raise SystemExit("the compiled decode step gave other greedy ids than the eager one")
         beam = GenerationConfig(strategy="beam", num_beams=4, max_new_tokens=s["beam_tokens"], ignore_eos=True)
         tps, seconds = bench.minillm_tokens_per_s(model, src_all[:1], beam, s["repeats"])
         print(f"  {'beam 4':<8} {1:>5} {s['beam_tokens']:>4} {tps:>13.0f}   ({seconds * 1000:.0f} ms)")
@@ -242,7 +253,8 @@ def generation_benchmark(device: str) -> None:
 
 def check_generation(device: str) -> Part:
     print(f"\n== 3. generation benchmark on {device} ==", flush=True)
-    code, out, seconds = run([sys.executable, __file__, "--device", device, "--part", "generation"], timeout=300)
+    limit = 600 if device == "cuda" else 300        # on CUDA the compiled step compiles once per shape
+    code, out, seconds = run([sys.executable, __file__, "--device", device, "--part", "generation"], timeout=limit)
     print("\n".join("  " + line for line in out.rstrip().splitlines() if not line.startswith("RESULT ")))
     results = [json.loads(line[len("RESULT "):]) for line in out.splitlines() if line.startswith("RESULT ")]
     if code != 0 or len(results) != len(GEN_SETTINGS[device]["models"]):

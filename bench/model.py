@@ -8,6 +8,8 @@ so that a busy machine slows them alike:
   hand        minillm Seq2Seq, cfg.fused=False (the hand-written attention and norms)
   reference   torch.nn.Transformer with the same width, depth, heads, feed-forward size (GELU, pre-norm) and
               vocabulary, plus the same tied embedding/head and sinusoidal positions
+  compiled    the fused model under torch.compile (what train.py --compile runs); its compile time, spent in
+              the untimed warm-up step, is printed apart
 
 Printed: parameters, FLOPs per token (Seq2Seq.flops_per_token; the reference does the same matmuls), seconds
 per step (best and median of the timed steps), tokens/s (source + target tokens), achieved GFLOP/s and MFU
@@ -131,7 +133,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="rounds; models are interleaved within each")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     p.add_argument("--device", default="cpu", choices=DEVICES)
-    p.add_argument("--models", default="fused,hand,reference")
+    p.add_argument("--models", default="fused,hand,reference,compiled")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0 = PyTorch's default). On a shared machine 1 thread gives steadier "
                         "figures: with 2, a step waits for whichever core another process is using")
@@ -153,6 +155,7 @@ def main(argv=None):
         "fused": lambda: Seq2Seq(ModelConfig.preset(args.config, fused=True)),
         "hand": lambda: Seq2Seq(ModelConfig.preset(args.config, fused=False)),
         "reference": lambda: TorchTransformerReference(cfg),
+        "compiled": lambda: torch.compile(Seq2Seq(ModelConfig.preset(args.config, fused=True))),
     }
     names = args.models.split(",")
     runners = []
@@ -174,8 +177,12 @@ def main(argv=None):
           f"training FLOPs/token: {flops_tok / 1e6:,.2f} MFLOP")
 
     for r in runners:
+        t0 = time.perf_counter()
         for _ in range(args.warmup):
             r.step()
+        if r.name == "compiled":
+            print(f"compiled: the warm-up step took {time.perf_counter() - t0:.1f} s (compiling forward "
+                  "and backward)")
     for _ in range(args.rounds):
         for r in runners:
             r.timed(args.steps)
@@ -202,6 +209,10 @@ def main(argv=None):
                 verdict = "meets" if ratio >= target else "MISSES"
                 print(f"{name}/reference: {ratio:.2f}x on best steps ({verdict} the {target:.1f}x target); "
                       f"{ratio_median:.2f}x on medians; {ratio_cpu:.2f}x on CPU time")
+    if "compiled" in results and "fused" in results:
+        ratio, ratio_median, ratio_cpu = (a / b for a, b in zip(results["compiled"], results["fused"]))
+        print(f"compiled/fused (eager): {ratio:.2f}x on best steps; {ratio_median:.2f}x on medians; "
+              f"{ratio_cpu:.2f}x on CPU time")
 
 if __name__ == "__main__":
     main()

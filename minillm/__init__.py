@@ -3,9 +3,9 @@
 Two layers. The course (the modules directly in this folder) is what a learner reads, in this order; each
 module uses only those above it:
 
-    files -> bpe -> tokenizer -> data -> attention -> layers -> transformer -> corpus -> retrieval -> copying
-    -> model -> losses -> batching -> metrics -> decoding -> sampling -> beam -> generation -> optim
-    -> evaluation -> recipe -> training
+    files -> bpe -> tokenizer -> data -> attention -> layers -> transformer -> corpus -> retrieval
+    -> copying -> model -> losses -> batching -> metrics -> decoding -> staticstep -> sampling -> beam
+    -> generation -> optim -> evaluation -> recipe -> training
 
 lesson/ teaches them in the same order, a chapter per group (lesson/README.md names each chapter's modules).
 
@@ -17,8 +17,8 @@ imports the course; the course never imports it. tests/test_layout.py holds both
 __version__ = "0.1.0"
 
 COURSE = ("files", "bpe", "tokenizer", "data", "attention", "layers", "transformer", "corpus", "retrieval",
-          "copying", "model", "losses", "batching", "metrics", "decoding", "sampling", "beam", "generation",
-          "optim", "evaluation", "recipe", "training")
+          "copying", "model", "losses", "batching", "metrics", "decoding", "staticstep", "sampling", "beam",
+          "generation", "optim", "evaluation", "recipe", "training")
 MACHINERY = ("machinery.cli", "machinery.device", "machinery.datafiles", "machinery.corpusfile",
              "machinery.checkpoint", "machinery.runlog", "machinery.rundir", "machinery.progress", "machinery.loop",
              "machinery.run", "machinery.baselines", "machinery.download", "machinery.settings", "machinery.api", "machinery.reception",

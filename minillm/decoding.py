@@ -123,11 +123,14 @@ class GenerationConfig:
     seed: int | None = None            # a fresh seed at every call
     use_cache: bool = True             # False: the slow reference path (full forward every step)
     ignore_eos: bool = False           # True: never stop at <eos> (benchmarks: fixed lengths)
+    # True: a compiled step over a static cache (minillm.staticstep); the first call compiles for
+    # tens of seconds, so it pays only over many tokens (README, "Faster decoding")
+    compile: bool = False
 
     def __post_init__(self):
         for name, bound in BOUNDS.items():
             bound.check(f"GenerationConfig.{name}", getattr(self, name))
-        for name in ("use_cache", "ignore_eos"):
+        for name in ("use_cache", "ignore_eos", "compile"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"GenerationConfig.{name} must be True or False, got {value!r}")

@@ -14,12 +14,14 @@ Tensor symbols: B batch (rows still decoding), S source length, T target length,
 """
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
 
 from minillm.decoding import (GenerationConfig, check_finite, check_not_empty, process_logits,
                               special_token_ban)
+from minillm.staticstep import StaticStep
 
 
 class SpecialIds(NamedTuple):
@@ -34,10 +36,12 @@ def special_ids(model) -> SpecialIds:
 
 
 class StepDecoder:
-    """One decoding step for the rows still running, with or without the KV cache.
+    """One decoding step for the rows still running, in one of three ways:
 
     cached:    the encoder ran once; each step feeds only the newest token (B, 1) to
                ``model.decode_step``.
+    static:    ``config.compile``: the same step over fixed shapes (minillm.staticstep), compiled;
+               the rows stay in the batch until the last one finishes (``static`` is set).
     reference: no cache; each step re-runs ``model(src_ids, all tokens so far)``: the plain O(T^2)
                way.
     ``keep(index)`` drops, duplicates or reorders rows (beams, finished rows) in whichever state
@@ -50,13 +54,39 @@ class StepDecoder:
         special = special_ids(model)
         # <pad> and <bos> are never valid answer tokens: -inf added to their logits at every step.
         self.ban = special_token_ban(model.cfg.vocab_size, (special.pad, special.bos), src.device)
-        if self.use_cache:
-            enc_out, src_mask = model.encode(src)                       # (B, S, C), (B, S): ONCE
-            self.cache = model.make_cache(enc_out, src_mask, src)       # cross-attn K/V once too
+        self.static = None
+        if self.use_cache and config.compile:
+            self.static = StaticStep(model, src, config.max_new_tokens, compile=True)
+        elif self.use_cache:
+            self.start_cache()
+
+    def start_cache(self) -> None:
+        enc_out, src_mask = self.model.encode(self.src)                 # (B, S, C), (B, S): ONCE
+        self.cache = self.model.make_cache(enc_out, src_mask, self.src)  # cross-attn K/V too
+
+    def static_step(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The compiled step's logits (B, V); None, after one line on stderr, when compiling
+        fails at the first step (no C++ compiler, say): the eager cache takes over."""
+        position = torch.tensor(tokens.size(1) - 1, device=tokens.device)
+        if tokens.size(1) > 1:
+            return self.static.step(tokens[:, -1:], position)
+        try:
+            return self.static.step(tokens[:, -1:], position)
+        except Exception as err:          # torch.compile fails in many ways; all mean: go eager
+            reason = " ".join(str(err).split())[:160]
+            print(f"minillm: torch.compile failed ({type(err).__name__}: {reason}); decoding "
+                  "without it", file=sys.stderr)
+            self.static = None
+            self.start_cache()
+            return None
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, t) every token so far, <bos> first. Returns the next-token logits (B, V) in
         fp32, as the model gives them."""
+        if self.static is not None:
+            logits = self.static_step(tokens)
+            if logits is not None:
+                return logits
         if self.use_cache:
             logits = self.model.decode_step(tokens[:, -1:], self.cache)  # (B, 1, V): the new token
         else:
@@ -75,7 +105,9 @@ class StepDecoder:
         return logits
 
     def keep(self, index: torch.Tensor) -> None:
-        if self.use_cache:
+        if self.static is not None:
+            self.static.keep(index)                         # in place: the row count stays
+        elif self.use_cache:
             self.cache.reorder(index)                       # index_select on every cached tensor
         else:
             self.src = self.src.index_select(0, index)
@@ -105,6 +137,15 @@ def pick(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (B,)
 
 
+def record_finished(results: list, rows: list[int], tokens: torch.Tensor, next_ids: torch.Tensor,
+                    done: torch.Tensor, t: int, eos: int, ignore_eos: bool) -> None:
+    """Store (answer ids, ended at <eos>) of every row that finished at step t."""
+    for i in done.nonzero().flatten().tolist():
+        ids = tokens[i, 1:t + 2].tolist()
+        finished = bool(next_ids[i] == eos) and not ignore_eos
+        results[rows[i]] = (ids[:-1] if finished else ids, finished)
+
+
 def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, on_token=None):
     """src: (B, S) padded source ids. Returns, per row, (answer ids without <bos>/<eos>, finished
     at <eos>). ``on_token(rows, next_ids)``, when given, sees each step's new ids (B,) and their
@@ -118,6 +159,7 @@ def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, on_toke
                         device=src.device)
     tokens[:, 0] = special.bos
     rows = list(range(B))                     # original row index of each row still decoding
+    alive = torch.ones(B, dtype=torch.bool, device=src.device)   # (B,): not finished yet
     results: list = [None] * B
     for t in range(config.max_new_tokens):
         next_ids = pick(decoder.next_logits(tokens[:, :t + 1]), generator)   # (B,)
@@ -128,18 +170,19 @@ def greedy_or_sample(model, src: torch.Tensor, config: GenerationConfig, on_toke
             done = torch.zeros_like(next_ids, dtype=torch.bool)
         else:
             done = next_ids == special.eos
-        done = done | (t == config.max_new_tokens - 1)              # (B,): the last step ends all
+        done = (done | (t == config.max_new_tokens - 1)) & alive   # (B,): the last step ends all
         if not done.any():
             continue
-        for i in done.nonzero().flatten().tolist():
-            ids = tokens[i, 1:t + 2].tolist()
-            finished = bool(next_ids[i] == special.eos) and not config.ignore_eos
-            results[rows[i]] = (ids[:-1] if finished else ids, finished)
-        keep = (~done).nonzero().flatten()                                   # (B',)
-        if keep.numel() == 0:
+        record_finished(results, rows, tokens, next_ids, done, t, special.eos, config.ignore_eos)
+        alive = alive & ~done
+        if not alive.any():
             break
-        # Finished rows leave the batch: the next steps neither compute nor cache anything for them.
-        decoder.keep(keep)
-        tokens = tokens.index_select(0, keep)
-        rows = [rows[i] for i in keep.tolist()]
+        if decoder.static is None:
+            # Finished rows leave the batch: the next steps neither compute nor cache anything for
+            # them. (The static step keeps its shapes: its finished rows ride along, unrecorded.)
+            keep = alive.nonzero().flatten()                                 # (B',)
+            decoder.keep(keep)
+            tokens = tokens.index_select(0, keep)
+            rows = [rows[i] for i in keep.tolist()]
+            alive = alive.index_select(0, keep)
     return results

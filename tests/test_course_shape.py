@@ -25,10 +25,11 @@ from test_layout import _listing, _write, read_layout
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LINE_WIDTH = 100
 FUNCTION_LINES = 50
-# A ceiling, not the goal: the course is 4,782 lines (1,994 of them comments and docstrings) after its
-# second pass; the goal is 3,000, then 2,500. README.md ("What the course costs to read") says what stands
-# between the two. Lower it as code moves out; raising it needs a reason in the commit.
-COURSE_LINES = 4_800
+# A ceiling, not the goal: the course was 4,782 lines (1,994 of them comments and docstrings) after its
+# second pass, and 5,005 with the compiled decode step (staticstep.py, issue 22); the goal is 3,000, then
+# 2,500. README.md ("What the course costs to read") says what stands between them. Lower it as code moves
+# out; raising it needs a reason in the commit.
+COURSE_LINES = 5_050
 COMMENT_SHARE = 0.35
 LONG_FUNCTIONS: dict[str, str] = {}   # "module:Class.method" -> why it may be longer than FUNCTION_LINES
 
